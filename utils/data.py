@@ -1,0 +1,180 @@
+"""Reading the project's data files, with errors that name the file and line.
+
+Formats (``.json`` = one array of objects, ``.jsonl`` = one object per line):
+
+- instruction data: ``instruction`` (str), optional ``input`` (str), ``output`` (str), optional
+  ``history`` (list of ``[question, answer]`` string pairs) — see resources/example_instruction_tune.json;
+- pretraining documents: ``content`` (str) — see resources/example_instruction_train.json; plain
+  ``.txt``/``.md`` files are one document each;
+- inference questions: like instruction data with ``output`` optional (the reference answer).
+
+Nothing is skipped silently: the first bad record raises :class:`DataError` with ``file:line``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+IGNORE_INDEX = -100  # label value that the loss ignores (prompt tokens, padding)
+
+
+class DataError(ValueError):
+    """A data file is missing, unreadable or holds a malformed record."""
+
+
+@dataclass(frozen=True)
+class Record:
+    path: str
+    line: int
+    data: dict
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+def _line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def _iter_json_array(path: str, text: str) -> Iterator[Record]:
+    """Decode a JSON array element by element so each record knows the line it starts on."""
+    decoder = json.JSONDecoder()
+    pos = len(text) - len(text.lstrip())
+    if not text[pos:pos + 1] == "[":
+        raise DataError(f"{path}:{_line_of(text, pos)}: a .json data file must hold one array of objects")
+    pos += 1
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text):
+            raise DataError(f"{path}:{_line_of(text, pos)}: unterminated array (missing ']')")
+        if text[pos] == "]":
+            return
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from e
+        yield Record(path, _line_of(text, pos), obj)
+        pos = end
+
+
+def _read_text(path: str | Path) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    try:
+        return p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
+def read_records(path: str | Path) -> list[Record]:
+    """All objects of a ``.json`` array or ``.jsonl`` file, each with its line number."""
+    path = str(path)
+    text = _read_text(path)
+    if path.endswith(".jsonl"):
+        records = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(Record(path, number, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{number}: invalid JSON: {e.msg}") from e
+    elif path.endswith(".json"):
+        records = list(_iter_json_array(path, text))
+    else:
+        raise DataError(f"{path}: unsupported extension (expected .json or .jsonl)")
+    for record in records:
+        if not isinstance(record.data, dict):
+            raise DataError(f"{record.where}: expected a JSON object, got {type(record.data).__name__}")
+    return records
+
+
+def _field(record: Record, key: str, required: bool, allow_empty: bool = False) -> str | None:
+    value = record.data.get(key)
+    if value is None:
+        if required:
+            raise DataError(f"{record.where}: missing field {key!r}")
+        return None
+    if not isinstance(value, str):
+        raise DataError(f"{record.where}: field {key!r} must be a string, got {type(value).__name__}")
+    if required and not allow_empty and not value.strip():
+        raise DataError(f"{record.where}: field {key!r} is empty")
+    return value
+
+
+def _history(record: Record) -> list[tuple[str, str]]:
+    value = record.data.get("history")
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DataError(f"{record.where}: field 'history' must be a list of [question, answer] pairs")
+    pairs = []
+    for i, turn in enumerate(value):
+        if not (isinstance(turn, list | tuple) and len(turn) == 2 and all(isinstance(t, str) for t in turn)):
+            raise DataError(f"{record.where}: history[{i}] must be a [question, answer] pair of strings")
+        pairs.append((turn[0], turn[1]))
+    return pairs
+
+
+def load_instruction_data(path: str | Path, require_output: bool = True) -> list[dict]:
+    """Alpaca-style records, validated: ``{instruction, input, output, history, where}``.
+
+    ``require_output=False`` reads inference questions, where ``output`` (a reference) is optional.
+    """
+    items = []
+    for record in read_records(path):
+        items.append(
+            {
+                "instruction": _field(record, "instruction", required=True),
+                "input": _field(record, "input", required=False) or "",
+                "output": _field(record, "output", required=require_output),
+                "history": _history(record),
+                "where": record.where,
+            }
+        )
+    return items
+
+
+def load_documents(path: str | Path) -> list[str]:
+    """Pretraining documents: ``content`` records of .json/.jsonl, or a whole .txt/.md file."""
+    path = str(path)
+    if path.endswith((".txt", ".md")):
+        text = _read_text(path)
+        if not text.strip():
+            raise DataError(f"{path}: empty document")
+        return [text]
+    return [_field(record, "content", required=True) for record in read_records(path)]
+
+
+def expand_paths(paths: Iterable[str | Path], suffixes: tuple[str, ...]) -> list[Path]:
+    """Files named directly, plus the matching files inside named directories (sorted)."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in suffixes)
+            if not found:
+                raise DataError(f"{p}: directory holds no {'/'.join(suffixes)} files")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise DataError(f"{p}: no such file or directory")
+    return out
+
+
+def files_sha256(paths: Iterable[str | Path]) -> str:
+    """One hash over the bytes of several files (in the given order), for run_info provenance."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
