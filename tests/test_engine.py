@@ -1,0 +1,157 @@
+"""utils/engine.py on the tiny random LLaMA: batching, streaming, stopping, parameters, history."""
+
+import threading
+
+import pytest
+import torch
+
+from utils.engine import Engine, GenerationParams, PromptTooLongError, _held_back
+
+QUESTIONS = ["酒驾撞人怎么判刑？", "请介绍赌博罪的定义。", "加班工资", "民间借贷受国家保护的合法利息是多少？请结合案例详细回答。"]
+GREEDY = GenerationParams(max_new_tokens=20)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    return Engine.from_pretrained(str(tiny_model_dir))
+
+
+@pytest.fixture()
+def fresh_engine(tiny_model_dir):
+    """An engine of its own, for tests that change the model's weights or config."""
+    return Engine.from_pretrained(str(tiny_model_dir))
+
+
+def test_batched_greedy_equals_one_by_one(engine):
+    prompts = [engine.prompt(q) for q in QUESTIONS]
+    lengths = {engine.count_tokens(p) for p in prompts}
+    assert len(lengths) > 1, "prompts of different lengths are needed to exercise left padding"
+    batched = engine.generate(prompts, GREEDY)
+    single = [engine.generate([p], GREEDY)[0] for p in prompts]
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert [g.new_tokens for g in batched] == [g.new_tokens for g in single]
+    assert all(g.text for g in batched)
+    # generate_batched groups by length but hands every answer back under its own index
+    seen = {i: g.text for batch in engine.generate_batched(prompts, GREEDY, batch_size=3) for i, g in batch}
+    assert seen == {i: g.text for i, g in enumerate(single)}
+
+
+def test_answer_is_only_the_answer(engine):
+    text = engine.answer(QUESTIONS[0], max_new_tokens=12)
+    assert engine.prompter.response_split not in text and QUESTIONS[0] not in text
+    assert text == engine.generate([engine.prompt(QUESTIONS[0])], GREEDY.replace(max_new_tokens=12))[0].text
+
+
+def test_stream_yields_growing_text_ending_in_the_batch_answer(engine):
+    pieces = list(engine.stream(QUESTIONS[1], params=GREEDY))
+    assert len(pieces) > 3
+    assert all(later.startswith(earlier) for earlier, later in zip(pieces, pieces[1:]))
+    assert pieces[-1] == engine.generate([engine.prompt(QUESTIONS[1])], GREEDY)[0].text
+
+
+def test_stream_refuses_beams_and_surfaces_errors(engine):
+    with pytest.raises(ValueError, match="num_beams"):
+        list(engine.stream("问题", num_beams=2))
+    with pytest.raises(ValueError, match="unknown generation parameter"):
+        list(engine.stream("问题", max_tokens=5))
+
+
+def _greedy_ids(engine, prompt, n):
+    inputs = engine._encode([prompt])
+    out = engine.model.generate(**inputs, max_new_tokens=n, do_sample=False, min_new_tokens=n,
+                                pad_token_id=engine.tokenizer.pad_token_id)
+    return out[0, inputs["input_ids"].shape[1]:].tolist()
+
+
+def test_stops_on_eos(fresh_engine):
+    engine = fresh_engine
+    prompt = engine.prompt(QUESTIONS[0])
+    ids = _greedy_ids(engine, prompt, 12)
+    k = next(i for i in range(3, 12) if ids[i] not in ids[:i])
+    # Give EOS the same output row as the k-th greedy token: their logits tie and argmax takes the
+    # lower id (EOS), so the answer must end exactly there — the first k tokens, then EOS.
+    eos = engine.tokenizer.eos_token_id
+    assert eos < ids[k]
+    with torch.no_grad():
+        engine.model.lm_head.weight[eos] = engine.model.lm_head.weight[ids[k]]
+    params = GenerationParams(max_new_tokens=12, repetition_penalty=1.0)
+    result = engine.generate([prompt, engine.prompt(QUESTIONS[3])], params)[0]
+    assert result.finish_reason == "eos" and result.new_tokens == k + 1
+    assert result.text == engine.tokenizer.decode(ids[:k], skip_special_tokens=True).strip()
+    # ignore_eos generates the full budget regardless
+    full = engine.generate([prompt], params.replace(ignore_eos=True))[0]
+    assert full.finish_reason == "length" and full.new_tokens == 12
+
+
+def test_stops_on_next_turn_marker(engine):
+    prompt = engine.prompt(QUESTIONS[2])
+    plain = engine.generate([prompt], GREEDY.replace(stop=()))[0]
+    marker = plain.text[6:8]
+    assert len(marker) == 2 and marker.strip() and plain.text.index(marker) == 6
+    cut = engine.generate([prompt], GREEDY.replace(stop=(marker,)))[0]
+    assert cut.finish_reason == "stop" and cut.new_tokens < plain.new_tokens
+    assert cut.text == plain.text[:6].strip()
+    streamed = list(engine.stream_prompt(prompt, GREEDY.replace(stop=(marker,))))
+    assert streamed[-1] == cut.text and all(marker not in s for s in streamed)
+
+
+def test_template_marker_is_the_default_stop(engine):
+    assert engine._stops(GREEDY) == tuple(engine.prompter.stop) == ("### 问题:",)
+
+
+def test_held_back_marker_prefix():
+    assert _held_back("答案### 问", ["### 问题:"]) == 5
+    assert _held_back("答案#", ["### 问题:"]) == 1
+    assert _held_back("答案", ["### 问题:"]) == 0
+
+
+def test_stop_event(engine):
+    event = threading.Event()
+    event.set()
+    result = engine.generate([engine.prompt(QUESTIONS[0])], GREEDY, stop_event=event)[0]
+    assert result.finish_reason == "stopped" and result.new_tokens < GREEDY.max_new_tokens
+
+    event = threading.Event()
+    pieces = []
+    for text in engine.stream(QUESTIONS[0], params=GenerationParams(max_new_tokens=200, ignore_eos=True, stop=()),
+                              stop_event=event):
+        pieces.append(text)
+        event.set()
+    assert 0 < len(pieces[-1]) < len(engine.answer(QUESTIONS[0], max_new_tokens=200, ignore_eos=True, stop=()))
+
+
+def test_closing_a_stream_early_frees_the_engine(engine):
+    stream = engine.stream(QUESTIONS[0], params=GenerationParams(max_new_tokens=400, ignore_eos=True, stop=()))
+    next(stream)
+    stream.close()  # must stop the thread and release the lock, or the next call would hang
+    assert engine.answer(QUESTIONS[1], max_new_tokens=4)
+
+
+def test_sampling_with_seed_is_reproducible_and_differs_from_greedy(engine):
+    prompt = engine.prompt(QUESTIONS[0])
+    sampled = GenerationParams(max_new_tokens=16, temperature=1.5, top_k=0, top_p=1.0, seed=7)
+    a, b = (engine.generate([prompt], sampled)[0].text for _ in range(2))
+    assert a == b
+    assert a != engine.generate([prompt], GREEDY.replace(max_new_tokens=16))[0].text
+
+
+@pytest.mark.parametrize(
+    "bad", [{"max_new_tokens": 0}, {"top_p": 0}, {"temperature": -1}, {"num_beams": 0}, {"do_sample": True}]
+)
+def test_bad_parameters_name_themselves(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        GenerationParams(**bad)
+
+
+def test_history_in_prompt_and_trimmed_to_context(fresh_engine):
+    engine = fresh_engine
+    history = [(f"第{i}个问题：" + "盗窃" * 40, "回答" * 40) for i in range(6)]
+    assert "第0个问题" in engine.prompt("现在的问题", history=history)
+    engine.model.config.max_position_embeddings = 600
+    kept, dropped = engine.fit_history("现在的问题", None, history, max_new_tokens=64)
+    assert dropped > 0 and kept == history[dropped:]
+    assert engine.count_tokens(engine.prompt("现在的问题", history=kept)) + 64 <= 600
+    with pytest.raises(PromptTooLongError, match="context of 600"):
+        engine.fit_history("长" * 2000, None, [], max_new_tokens=64)
+    with pytest.raises(PromptTooLongError):
+        engine.generate([engine.prompt("长" * 2000)], GREEDY)
