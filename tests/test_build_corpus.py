@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tools.build_corpus import main, parse_args, parse_law_text, split_document
+from tools.build_corpus import main, pack_law, parse_args, parse_law_text, split_document
 from utils.data import DataError
 
 LAW_TEXT = """# 示例物业管理法
@@ -60,9 +60,12 @@ def test_law_dir_split_into_chapters_and_articles(tmp_path):
     assert dropped == 1  # the line 「目录」; the headings listed under it only set the chapter context
     main(parse_args(["--output_dir", str(tmp_path / "out"), "--no_statutes", "--law_dir", str(law_dir),
                      "--max_chars", "200"]))
-    docs = _read(tmp_path / "out" / "law_texts.jsonl")
-    assert docs[0].startswith("《示例物业管理法》 第一章 总则\n第一条 ")
-    assert docs[1].startswith("《示例物业管理法》 第二章 业主\n第一节 业主的权利\n第三条 ")
+    docs = _read(tmp_path / "out" / "law_texts.jsonl")  # the whole law fits in 200 characters: one document
+    lines = [u[2] for u in units]
+    assert docs == ["\n".join(["《示例物业管理法》", "第一章 总则", *lines[:2], "第二章 业主", "第一节 业主的权利", *lines[2:]])]
+    chapters = list(pack_law(title, units, 120))  # too long for one document: one per chapter
+    assert chapters[0].startswith("《示例物业管理法》 第一章 总则\n第一条 ")
+    assert chapters[1].startswith("《示例物业管理法》 第二章 业主\n第一节 业主的权利\n第三条 ")
 
 
 def test_judgments_normalised_deduplicated_split(tmp_path, capsys):
