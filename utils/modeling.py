@@ -196,7 +196,18 @@ def load_adapter(model, lora_path: str | Path, is_trainable: bool = False):
     except (RuntimeError, ValueError, KeyError) as e:
         # Shape mismatches (another vocabulary or hidden size) and missing target modules (another
         # architecture) surface here; running the bare base model instead would hide the mistake.
-        raise ModelLoadError(f"LoRA adapter {lora} does not fit base model {model.name_or_path}: {e}") from e
+        raise ModelLoadError(
+            f"LoRA adapter {lora} does not fit base model {model.name_or_path}: {_one_line(e)}"
+        ) from e
+
+
+def _one_line(error: Exception) -> str:
+    """peft lists every mismatched tensor on its own line (hundreds for a 7B model): keep the first, count the rest."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    mismatches = [line for line in lines if line.startswith("size mismatch")]
+    if len(mismatches) > 1:
+        return f"{mismatches[0]} (and {len(mismatches) - 1} more size mismatches)"
+    return " ".join(mismatches or lines)
 
 
 @dataclass

@@ -1,0 +1,188 @@
+"""Merge a LoRA adapter into its base model and save a standalone model (safetensors shards).
+
+    python merge_lora.py --lora_model outputs/sft-x --output_dir models/lawgpt-x
+    python merge_lora.py --base_model models/base_models/gemma-3-270m --lora_model outputs/clm-x \
+        --output_dir models/base_models/legal-base --overwrite
+    bash scripts/merge.sh
+
+The base model is read from the adapter's run_info.json when --base_model is omitted. Adapters that
+trained ``embed_tokens``/``lm_head`` for an extended vocabulary (``modules_to_save``) merge too: the
+base is resized to the adapter's tokenizer first. The merge is verified: logits of the merged model
+(in memory and reloaded from disk) are compared with the adapter's on a fixed prompt, the max abs
+difference is printed, and above --tolerance nothing is written. Output is written to a temporary
+directory and renamed into place, so a crash never leaves half a model behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import fire
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from utils.modeling import ModelLoadError, load_for_inference, load_model, read_run_info, write_run_info  # noqa: E402
+from utils.prompter import Prompter, TemplateError  # noqa: E402
+
+VERIFY_QUESTION = "甲深夜入户盗窃他人财物价值五千元，应当如何定罪量刑？请引用《刑法》条文。"
+# Rounding differs between base(x) + lora(x) and (W + BA)x; these bounds are far above that noise
+# (~3e-6 in fp32) and far below what a wrong merge produces.
+DEFAULT_TOLERANCE = {"float32": 1e-3, "float16": 0.1, "bfloat16": 0.25}
+
+
+class MergeError(RuntimeError):
+    """The merge cannot be done, or its result does not reproduce the adapter."""
+
+
+def verification_ids(tokenizer, template: str | None):
+    """A fixed legal prompt plus the last vocabulary ids, so rows added for a new vocabulary are exercised."""
+    import torch
+
+    prompt = Prompter(template or "law_template").generate_prompt(VERIFY_QUESTION)
+    ids = tokenizer(prompt)["input_ids"] + list(range(len(tokenizer) - 4, len(tokenizer)))
+    return torch.tensor([ids])
+
+
+def logits_of(model, ids):
+    import torch
+
+    with torch.inference_mode():
+        return model(input_ids=ids.to(model.device)).logits.float().cpu()
+
+
+def _check_output_dir(output: Path, sources: list[Path], overwrite: bool) -> None:
+    for source in sources:
+        if output.resolve() == source.resolve() or source.resolve() in output.resolve().parents:
+            raise MergeError(f"--output_dir {output} is (inside) the input {source}: choose a new directory")
+    if output.exists() and not output.is_dir():
+        raise MergeError(f"--output_dir {output} exists and is not a directory")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise MergeError(f"--output_dir {output} is not empty: pass --overwrite to replace it")
+
+
+def _untie_if_diverged(model) -> bool:
+    """Separately trained embed_tokens and lm_head copies must not be re-tied when the model is reloaded."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    if not getattr(config, "tie_word_embeddings", False) or embed is head or embed.shape != head.shape:
+        return False
+    if bool((embed == head).all()):
+        return False
+    for c in {id(model.config): model.config, id(config): config}.values():
+        c.tie_word_embeddings = False
+    return True
+
+
+def _replace_dir(tmp: Path, output: Path) -> None:
+    old = output.with_name(f".{output.name}.old-{os.getpid()}")
+    if output.exists():
+        os.replace(output, old)
+    os.replace(tmp, output)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def main(
+    lora_model: str,
+    output_dir: str,
+    base_model: str | None = None,
+    overwrite: bool = False,
+    tolerance: float | None = None,
+    dtype: str = "float32",
+    device: str = "auto",
+    max_shard_size: str = "2GB",
+    prompt_template: str | None = None,
+    trust_remote_code: bool = False,
+) -> dict:
+    """Merge --lora_model into its base and save it to --output_dir.
+
+    Args:
+        lora_model: peft adapter directory (adapter_config.json; run_info.json names its base).
+        output_dir: new directory for the merged model; refused when non-empty unless --overwrite.
+        base_model: base model directory; default: the one recorded in the adapter's run_info.json.
+        overwrite: replace a non-empty --output_dir (only after the merge has been verified).
+        tolerance: max abs logit difference allowed between merged and adapter model
+            (default 1e-3 for float32, 0.1 float16, 0.25 bfloat16).
+        dtype: float32 (exact; default), bfloat16 or float16 (half the disk, coarser check).
+        device: auto, cpu, cuda, mps.
+        max_shard_size: safetensors shard size, e.g. 2GB.
+        prompt_template: template for the verification prompt (default: the adapter's, else law_template).
+        trust_remote_code: allow model code from the model directory (off by default).
+    """
+    output = Path(output_dir)
+    lora = Path(lora_model)
+    if not str(output_dir):
+        raise MergeError("--output_dir is required")
+    loaded = load_for_inference(base_model, lora_model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    base = Path(loaded.base_model)
+    _check_output_dir(output, [base, lora], overwrite)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    torch_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    limit = DEFAULT_TOLERANCE.get(torch_dtype, 1e-3) if tolerance is None else float(tolerance)
+    template = prompt_template or loaded.prompt_template
+    ids = verification_ids(tokenizer, template)
+
+    print(f"[merge] base {base}  adapter {lora}  dtype {torch_dtype}  vocab {len(tokenizer)}", flush=True)
+    adapter_logits = logits_of(model, ids)
+    with model.disable_adapter():
+        effect = (logits_of(model, ids) - adapter_logits).abs().max().item()
+    print(f"[merge] the adapter changes the verification logits by up to {effect:.3g}", flush=True)
+    merged = model.merge_and_unload()
+    merged.eval()
+    diff = (logits_of(merged, ids) - adapter_logits).abs().max().item()
+    print(f"[merge] max abs logit diff, merged vs adapter: {diff:.3g} (tolerance {limit:g})", flush=True)
+    if not diff <= limit:
+        raise MergeError(f"merged model differs from the adapter by {diff:.3g} > --tolerance {limit:g}: nothing written")
+    untied = _untie_if_diverged(merged)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.merging-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        merged.save_pretrained(str(tmp), max_shard_size=max_shard_size)
+        tokenizer.save_pretrained(str(tmp))
+        tokenizer_dir = lora if (lora / "tokenizer_config.json").is_file() else base  # as load_for_inference
+        if (tokenizer_dir / "tokenizer.model").is_file():  # vocabulary tools read the sentencepiece model
+            shutil.copy(tokenizer_dir / "tokenizer.model", tmp / "tokenizer.model")
+        del model, merged, loaded
+        reloaded = load_model(tmp, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        reload_diff = (logits_of(reloaded, ids) - adapter_logits).abs().max().item()
+        del reloaded
+        print(f"[merge] max abs logit diff, reloaded from disk vs adapter: {reload_diff:.3g}", flush=True)
+        if not reload_diff <= limit:
+            raise MergeError(f"the saved model differs from the adapter by {reload_diff:.3g} > {limit:g}: nothing written")
+        info = {
+            "stage": "merge",
+            "prompt_template": template,
+            "merged_from": {"base_model": str(base), "lora_model": str(lora)},
+            "vocab_size": len(tokenizer),
+            "dtype": torch_dtype,
+            "max_abs_logit_diff": diff,
+            "reloaded_max_abs_logit_diff": reload_diff,
+            "adapter_effect_max_abs_logit": effect,
+            "tolerance": limit,
+            "untied_embeddings": untied,
+            "adapter_run_info": read_run_info(lora),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        write_run_info(tmp, info)
+        _replace_dir(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"[merge] saved {output}", flush=True)
+    return {"output_dir": str(output), "max_abs_diff": diff, "reloaded_max_abs_diff": reload_diff}
+
+
+def run() -> None:
+    try:
+        fire.Fire(main, serialize=lambda result: None)
+    except (MergeError, ModelLoadError, TemplateError, OSError, ValueError) as e:
+        print(f"merge_lora: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()
