@@ -14,6 +14,7 @@ figure that explained most of the original LaWGPT's low LawBench scores.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -246,6 +247,18 @@ def task_file(data_dir: str | Path, task: str, shots: int) -> Path:
     if shots not in SHOTS:
         raise LawBenchError(f"shots must be 0 or 1, got {shots}")
     return Path(data_dir) / SHOTS[shots] / f"{task}.jsonl"
+
+
+def available_tasks(data_dir: str | Path) -> list[str]:
+    """The tasks a prepared data folder holds (its manifest.json), in registry order."""
+    path = Path(data_dir) / "manifest.json"
+    if not path.is_file():
+        raise LawBenchError(f"{path}: no prepared LawBench data; run `python tools/prepare_lawbench.py` first")
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8"))["tasks"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise LawBenchError(f"{path}: not a prepare_lawbench.py manifest ({e})") from e
+    return resolve_tasks(tasks)
 
 
 def load_task(data_dir: str | Path, task: str, shots: int = 0, limit: int | None = None) -> list[dict]:

@@ -51,13 +51,17 @@ def average(tasks: list[dict]) -> dict:
 
 
 def markdown_table(tasks: list[dict]) -> str:
-    lines = ["| task | name | metric | score | abstention | n |", "|---|---|---|---:|---:|---:|"]
+    """Task, name, metric, score, abstention, n — plus a contamination column when it was checked."""
+    checked = any("contaminated" in t for t in tasks)
+    extra = (" contaminated |", "---:|") if checked else ("", "")
+    lines = ["| task | name | metric | score | abstention | n |" + extra[0], "|---|---|---|---:|---:|---:|" + extra[1]]
     for t in tasks:
+        cell = f" {100 * t['contaminated']:.1f}% |" if "contaminated" in t else (" – |" if checked else "")
         lines.append(f"| {t['task']} | {t['name']} | {t['metric']} | {100 * t['score']:.2f} | "
-                     f"{100 * t['abstention']:.1f}% | {t['n']} |")
+                     f"{100 * t['abstention']:.1f}% | {t['n']} |" + cell)
     avg = average(tasks)
     lines.append(f"| **average** | {avg['tasks']} tasks | | **{100 * avg['score']:.2f}** | "
-                 f"{100 * avg['abstention']:.1f}% | {avg['items']} |")
+                 f"{100 * avg['abstention']:.1f}% | {avg['items']} |" + (" |" if checked else ""))
     return "\n".join(lines) + "\n"
 
 

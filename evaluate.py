@@ -1,0 +1,209 @@
+"""Evaluate a model on LawBench: per-item predictions, per-task scores with abstention, a table and a chart.
+
+    python tools/prepare_lawbench.py [--lawbench_dir ../shared/lawbench]          # once: the test sets
+    python evaluate.py --base_model models/base_models/gemma-3-270m --tasks all --limit 20 \
+        --output_dir outputs/eval-base
+    python evaluate.py --lora_weights outputs/sft-x --tasks 3-3,3-4 --shots 1 --train_data data/sft/train.json \
+        --output_dir outputs/eval-sft
+    python evaluate.py --compare outputs/eval-base outputs/eval-sft --output_dir outputs/eval-compare
+    bash scripts/evaluate.sh
+
+Writes into --output_dir: predictions.jsonl (one line per item, appended as batches finish: an
+interrupted run resumes where it stopped), details.jsonl (what was extracted from each answer, its
+score, abstained or not), scores.json, scores.md, scores.png and run_info.json. --limit N takes the
+first N items of each task (deterministic). Prompts longer than the model's context are shortened in
+the middle of the case text and marked ``truncated``. --train_data adds the share of items whose
+n-grams overlap that training file (contamination) to the report. Generation is greedy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tqdm import tqdm  # noqa: E402
+
+from utils import contamination, report  # noqa: E402
+from utils import lawbench as lb  # noqa: E402
+from utils.data import DataError, files_sha256, write_jsonl  # noqa: E402
+from utils.modeling import ModelLoadError, write_run_info  # noqa: E402
+from utils.prompter import TemplateError  # noqa: E402
+
+PREDICTIONS = "predictions.jsonl"
+# Settings that must not change when a run resumes (they change the answers).
+RUN_KEYS = ("base_model", "lora_weights", "prompt_template", "shots", "max_new_tokens", "data_manifest_sha256")
+
+
+class EvalError(RuntimeError):
+    """Bad arguments or an output directory that belongs to a different run."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base_model", help="model directory (default: from --lora_weights' run_info.json)")
+    p.add_argument("--lora_weights", help="LoRA adapter directory")
+    p.add_argument("--prompt_template", help="template name or .json path (default: the model's, else law_template)")
+    p.add_argument("--tasks", default="all", help="'all' (every prepared task) or ids such as 1-1,3-3")
+    p.add_argument("--limit", type=int, help="only the first N items of each task (quick CPU runs)")
+    p.add_argument("--shots", type=int, choices=(0, 1), default=0, help="zero-shot or one-shot prompts")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--max_new_tokens", type=int, default=256)
+    p.add_argument("--data_dir", default=str(lb.DEFAULT_DATA_DIR), help="prepared LawBench data (tools/prepare_lawbench.py)")
+    p.add_argument("--output_dir", required=True, help="run directory (or where --compare writes)")
+    p.add_argument("--train_data", nargs="+", help="training file(s) to check the test items against (contamination)")
+    p.add_argument("--ngram", type=int, default=contamination.DEFAULT_N, help="n-gram size of the contamination check")
+    p.add_argument("--contamination_threshold", type=float, default=contamination.DEFAULT_THRESHOLD)
+    p.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="render these runs side by side; no model is loaded")
+    p.add_argument("--labels", nargs="+", help="column names for --compare (default: directory names)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--load_8bit", action="store_true")
+    p.add_argument("--load_4bit", action="store_true")
+    args = p.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        p.error(f"--limit must be >= 1, got {args.limit}")
+    if args.batch_size < 1 or args.max_new_tokens < 1:
+        p.error("--batch_size and --max_new_tokens must be >= 1")
+    if not args.compare and not (args.base_model or args.lora_weights):
+        p.error("give --base_model and/or --lora_weights (or --compare RUN_DIR ...)")
+    return args
+
+
+def fit_prompt(engine, item: dict, max_new_tokens: int) -> tuple[str, bool]:
+    """The item's prompt; when it does not fit the context, the middle of the case text is cut out."""
+    instruction, question = lb.prompt_fields(item)
+    prompt = engine.prompt(instruction, question)
+    limit = engine.context_length
+    if limit is None or engine.count_tokens(prompt) + max_new_tokens <= limit:
+        return prompt, False
+    lo, hi = 0, len(question)  # binary search for the longest head+tail of the question that fits
+    while lo < hi:
+        keep = (lo + hi + 1) // 2
+        short = question[: keep // 2] + "……" + question[len(question) - (keep - keep // 2):]
+        if engine.count_tokens(engine.prompt(instruction, short)) + max_new_tokens <= limit:
+            lo = keep
+        else:
+            hi = keep - 1
+    short = question[: lo // 2] + "……" + question[len(question) - (lo - lo // 2):]
+    engine.check_fits(engine.prompt(instruction, short), max_new_tokens, f"task {item['task']} item {item['index']}")
+    return engine.prompt(instruction, short), True
+
+
+def read_predictions(path: Path) -> dict[tuple[str, int], dict]:
+    """Finished items of an earlier run; a torn last line (a crash mid-write) is dropped and reported."""
+    if not path.is_file():
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    done = {}
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if number == len(lines):
+                print(f"[evaluate] {path}:{number}: incomplete last line (interrupted run) — regenerating it", file=sys.stderr)
+                write_jsonl(path, done.values())
+                break
+            raise DataError(f"{path}:{number}: invalid JSON: {e.msg}") from e
+        done[(record["task"], record["index"])] = record
+    return done
+
+
+def check_run_info(output_dir: Path, info: dict) -> None:
+    path = output_dir / "run_info.json"
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text(encoding="utf-8"))
+    changed = [k for k in RUN_KEYS if old.get(k) != info.get(k)]
+    if changed:
+        raise EvalError(f"{output_dir} holds a run with different {', '.join(changed)} "
+                        f"({', '.join(f'{k}={old.get(k)!r}' for k in changed)}); use a new --output_dir")
+
+
+def generate(engine, items_by_task: dict, output_dir: Path, args) -> int:
+    from utils.engine import GenerationParams
+
+    path = output_dir / PREDICTIONS
+    done = read_predictions(path)
+    todo = [item for items in items_by_task.values() for item in items if (item["task"], item["index"]) not in done]
+    print(f"[evaluate] {len(done)} items already done, {len(todo)} to generate")
+    params = GenerationParams(max_new_tokens=args.max_new_tokens)
+    with open(path, "a", encoding="utf-8") as out, tqdm(total=len(todo), desc="generating", unit="item") as bar:
+        for task in items_by_task:
+            pending = [item for item in todo if item["task"] == task]
+            prompts = [fit_prompt(engine, item, args.max_new_tokens) for item in pending]
+            for batch in engine.generate_batched([p for p, _ in prompts], params, args.batch_size):
+                for i, generation in batch:
+                    record = {"task": task, "index": pending[i]["index"], "prediction": generation.text,
+                              "truncated": prompts[i][1], "prompt_tokens": generation.prompt_tokens,
+                              "new_tokens": generation.new_tokens, "finish_reason": generation.finish_reason}
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                out.flush()  # a finished batch survives an interruption
+                bar.update(len(batch))
+    return len(todo)
+
+
+def score(items_by_task: dict, output_dir: Path, args, info: dict) -> dict:
+    done = read_predictions(output_dir / PREDICTIONS)
+    tasks, details = [], []
+    check = None
+    if args.train_data:
+        index = contamination.build_index(args.train_data, args.ngram)
+        check = contamination.check(items_by_task, index, args.contamination_threshold)
+    for task, items in items_by_task.items():
+        predictions = [done[(task, item["index"])]["prediction"] for item in items]
+        result, per_item = lb.score_task(task, items, predictions)
+        row = result.as_dict()
+        row["truncated"] = sum(done[(task, item["index"])]["truncated"] for item in items)
+        if check is not None:
+            row["contaminated"] = check[task]["share"]
+        tasks.append(row)
+        details.extend({"task": task, "index": item["index"], **d} for item, d in zip(items, per_item))
+    write_jsonl(output_dir / "details.jsonl", details)
+    meta = {k: info.get(k) for k in ("base_model", "lora_weights", "prompt_template", "shots", "limit", "data_source")}
+    if check is not None:
+        meta["contamination"] = {"train_data": args.train_data, "ngram": args.ngram,
+                                 "threshold": args.contamination_threshold,
+                                 "items": {t: c["items"] for t, c in check.items()}}
+    return report.write_report(output_dir, tasks, meta)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    if args.compare:
+        table = report.compare(args.compare, output_dir, args.labels)
+        print(table)
+        return {"compare": table}
+    task_ids = lb.available_tasks(args.data_dir) if args.tasks == "all" else lb.resolve_tasks(args.tasks)
+    items_by_task = {t: lb.load_task(args.data_dir, t, args.shots, args.limit) for t in task_ids}
+
+    from utils.engine import Engine
+
+    engine = Engine.from_pretrained(args.base_model, args.lora_weights, args.prompt_template, args.device, args.dtype,
+                                    args.load_8bit, args.load_4bit)
+    manifest = Path(args.data_dir) / "manifest.json"
+    info = {"base_model": engine.loaded.base_model, "lora_weights": args.lora_weights,
+            "prompt_template": engine.prompter.name, "shots": args.shots, "max_new_tokens": args.max_new_tokens,
+            "limit": args.limit, "tasks": task_ids, "data_manifest_sha256": files_sha256([manifest]),
+            "data_source": json.loads(manifest.read_text(encoding="utf-8"))["source"]}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    check_run_info(output_dir, info)
+    write_run_info(output_dir, info)
+    generated = generate(engine, items_by_task, output_dir, args)
+    data = score(items_by_task, output_dir, args, info)
+    print(report.markdown_table(data["tasks"]))
+    print(f"[evaluate] wrote {output_dir}/scores.json, scores.md, scores.png, details.jsonl")
+    return {"generated": generated, **data}
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (EvalError, lb.LawBenchError, DataError, ModelLoadError, TemplateError, report.ReportError,
+            ValueError, OSError) as e:
+        print(f"evaluate: error: {e}", file=sys.stderr)
+        sys.exit(1)
