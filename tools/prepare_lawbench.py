@@ -9,8 +9,9 @@ Two sources, one output format (``{task, index, instruction, question, answer}``
     python tools/prepare_lawbench.py --lawbench_dir ../shared/lawbench
 
 The wheel's QA files hold LawBench's one-shot prompts; the zero-shot instruction is derived by cutting
-the worked example out of it. Its multiple-choice CSVs (1-2, 2-2, 2-3, 2-4, 2-8, 2-9, 3-6) are not used:
-option A is empty in them, so 1-2, 2-8 and 3-6 are missing from this source. HTML entities (&ldquo;) are
+the worked example out of it. Its multiple-choice CSVs are not used: in 1-2 and 3-6 option A is empty in
+all 500 rows, in 2-8 options A–D are empty in 497–500 rows and option E is missing, so 1-2, 2-8 and 3-6
+are missing from this source (the 2-2/2-3/2-4/2-9 CSVs recast tasks the QA files already hold). HTML entities (&ldquo;) are
 decoded and HTML tags (<p>, <span>) removed in both sources; LawBench's own <eoa> answer marker is kept.
 These items are test data: never train on them.
 """
