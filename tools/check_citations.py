@@ -1,0 +1,86 @@
+"""Verify the statute citations in generated answers and print a summary table.
+
+    python tools/check_citations.py outputs/infer_results.jsonl
+    python tools/check_citations.py results.jsonl --field output --details --output outputs/citations.jsonl
+    python tools/check_citations.py results.jsonl --strict        # exit 2 when any citation is not verified
+
+Input: a .jsonl (or .json array) of records with an ``answer`` field (what infer.py writes; ``--field``
+picks another). Every citation (《刑法》第二百六十四条, 劳动合同法第82条, 本法第N条 …) is checked against the
+statute store: verified / not_found / repealed / unknown_law, plus quoted text vs the article.
+``--output`` writes one record per input record (its line, the verdicts) as JSONL, atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from utils.citations import VERDICTS, Verdict, check_citations, summarize  # noqa: E402
+from utils.data import DataError, read_records, write_jsonl  # noqa: E402
+from utils.statutes import StatuteError, StatuteStore  # noqa: E402
+
+
+def check_file(path: str, field: str, store: StatuteStore) -> list[tuple[str, list[Verdict]]]:
+    """(file:line, verdicts) per record; a record without a string ``field`` is an error."""
+    out = []
+    for record in read_records(path):
+        answer = record.data.get(field)
+        if not isinstance(answer, str):
+            found = "nothing (missing)" if answer is None else type(answer).__name__
+            raise DataError(f"{record.where}: field {field!r} must be a string, got {found} "
+                            f"(fields: {', '.join(record.data) or 'none'}; pick one with --field)")
+        out.append((record.where, check_citations(answer, store)))
+    return out
+
+
+def table(results: list[tuple[str, list[Verdict]]]) -> str:
+    verdicts = [v for _, vs in results for v in vs]
+    counts = summarize(verdicts)
+    total = len(verdicts)
+    rows = [("records", len(results), ""), ("records citing something", sum(bool(vs) for _, vs in results), ""),
+            ("citations", total, "")]
+    rows += [(f"  {status}", counts[status], f"{counts[status] / total:.1%}" if total else "-") for status in VERDICTS]
+    quoted = sum(v.quote is not None for v in verdicts)
+    rows += [("quotes checked", quoted, ""), ("  quote does not match", counts["quote_mismatch"],
+                                            f"{counts['quote_mismatch'] / quoted:.1%}" if quoted else "-")]
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name:<{width}}  {value:>7}  {share:>6}" for name, value, share in rows)
+
+
+def main(args: argparse.Namespace) -> int:
+    store = StatuteStore.load()
+    results = check_file(args.file, args.field, store)
+    print(table(results))
+    if args.details:
+        for where, verdicts in results:
+            for v in verdicts:
+                if v.status != "verified" or v.quote_matches is False:
+                    print(f"{where}: {v.text}: {v.status}: {v.message}")
+    if args.output:
+        n = write_jsonl(args.output, ({"where": where, "citations": [v.to_dict() for v in vs],
+                                       "summary": summarize(vs)} for where, vs in results))
+        print(f"wrote {n} records → {args.output}")
+    bad = sum(v.status != "verified" for _, vs in results for v in vs)
+    return 2 if args.strict and bad else 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("file", help="results .jsonl/.json with an `answer` field per record")
+    parser.add_argument("--field", default="answer", help="the field holding the text to check (default: answer)")
+    parser.add_argument("--details", action="store_true", help="list every citation that is not verified")
+    parser.add_argument("--output", help="write the verdicts per record here (.jsonl)")
+    parser.add_argument("--strict", action="store_true", help="exit with status 2 if any citation is not verified")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(parse_args()))
+    except (DataError, StatuteError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
