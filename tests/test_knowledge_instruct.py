@@ -1,0 +1,139 @@
+"""knowledge_instruct.py: real article texts, seeded determinism, phrasing variety, LawBench exclusions."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tools import knowledge_instruct
+from tools.knowledge_instruct import TEMPLATES, build, parse_args
+from utils.statutes import StatuteStore
+
+THEFT = "盗窃公私财物，数额较大的，或者多次盗窃、入户盗窃、携带凶器盗窃、扒窃的"
+
+
+@pytest.fixture(scope="module")
+def store():
+    return StatuteStore.load()
+
+
+@pytest.fixture(scope="module")
+def lawbench_dir(tmp_path_factory, store):
+    """A LawBench-shaped folder: 1-1 asks for 刑法 art. 264 and 公司法 art. 60 (with the department prefix, as
+    LawBench writes it); a 3-8 answer quotes 民法典 art. 188 in full; a 3-3 answer is a bare charge name."""
+    root = tmp_path_factory.mktemp("lawbench")
+    limitation = store.lookup("民法典", 188).text
+    one_one = [
+        {"instruction": "回答以下问题，只需直接给出法条内容:", "question": "刑法第二百六十四条的内容是什么？", "answer": "答案:" + THEFT},
+        {"instruction": "回答以下问题，只需直接给出法条内容:", "question": "民法商法公司法第六十条的内容是什么？", "answer": "答案:…"},
+    ]
+    others = {
+        "3-8": [{"instruction": "请回答", "question": "欠钱不还多久就不能起诉了？", "answer": "法律依据:" + limitation}],
+        "3-3": [{"instruction": "请给出罪名", "question": "事实:某甲窃取财物。", "answer": "罪名:盗窃"}],
+    }
+    for shots in ("zero_shot", "one_shot"):
+        (root / "data" / shots).mkdir(parents=True)
+        (root / "data" / shots / "1-1.json").write_text(json.dumps(one_one, ensure_ascii=False), encoding="utf-8")
+        for task, items in others.items():
+            (root / "data" / shots / f"{task}.json").write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    return root
+
+
+def run(lawbench_dir, *extra):
+    return build(parse_args(["--output", "unused.jsonl", "--lawbench_dir", str(lawbench_dir), *extra]))
+
+
+@pytest.fixture(scope="module")
+def built(lawbench_dir):
+    return run(lawbench_dir, "--seed", "7")
+
+
+def test_outputs_are_the_real_article_texts(built, store):
+    items, stats = built
+    assert {item["kind"] for item in items} == set(TEMPLATES)
+    assert all(s["kept"] > 0 for s in stats.values())
+    by_kind = {}
+    for item in items:
+        by_kind.setdefault(item["kind"], []).append(item)
+    for item in by_kind["article_content"][:300]:
+        assert item["output"] == store.parse_citation(item["source"]).text
+    for item in by_kind["charge_definition"]:
+        article = store.parse_citation(item["source"])
+        charge = re.match(r"^(.+?罪)规定在", item["output"]).group(1)
+        assert charge in article.charges and article.text in item["output"] and charge in item["instruction"]
+    for item in by_kind["article_charge"]:
+        article = store.parse_citation(item["source"])
+        assert item["input"] == article.text and all(c in item["output"] for c in article.charges)
+    for item in by_kind["article_topic"][:100]:
+        article = store.parse_citation(item["source"])
+        assert article.text in item["output"] and article.number_cn in item["output"]
+    # 盗窃罪 maps to its defining article, not to the ones that only refer to it.
+    theft = [i for i in by_kind["charge_definition"] if i["output"].startswith("盗窃罪规定在")]
+    assert theft == []  # excluded: 刑法 art. 264 is asked in 1-1 (see the exclusion test)
+    fraud = next(i for i in by_kind["charge_definition"] if i["output"].startswith("诈骗罪规定在"))
+    assert fraud["source"] == "《刑法》第二百六十六条"
+
+
+def test_deterministic_with_a_seed(lawbench_dir, built, tmp_path):
+    again, _ = run(lawbench_dir, "--seed", "7")
+    assert again == built[0]
+    other, _ = run(lawbench_dir, "--seed", "8", "--kinds", "charge_definition")
+    same_kind = [i for i in built[0] if i["kind"] == "charge_definition"]
+    assert sorted(i["source"] for i in other) == sorted(i["source"] for i in same_kind)  # same facts …
+    assert [i["instruction"] for i in other] != [i["instruction"] for i in same_kind]  # … other phrasing/order
+    # main() writes the same items, atomically, as JSONL
+    out = tmp_path / "k.jsonl"
+    assert knowledge_instruct.main(["--output", str(out), "--lawbench_dir", str(lawbench_dir), "--seed", "7",
+                                    "--kinds", "charge_definition", "--max_per_kind", "5"]) == 0
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 5 and {i["kind"] for i in lines} == {"charge_definition"}
+    assert not list(tmp_path.glob(".k.jsonl.tmp*"))
+
+
+def test_phrasing_variety(built):
+    items, _ = built
+    for kind, templates in TEMPLATES.items():
+        patterns = [re.compile("^" + re.escape(t).replace(r"\{law\}", ".+").replace(r"\{num\}", "第.+条(?:之.+)?")
+                               .replace(r"\{topic\}", "“.+”").replace(r"\{charge\}", ".+罪") + "$") for t in templates]
+        used = {next(i for i, p in enumerate(patterns) if p.match(item["instruction"]))
+                for item in items if item["kind"] == kind}
+        assert used == set(range(len(templates))), kind  # every phrasing occurs, none unaccounted for
+    laws = [item["instruction"] for item in items if item["kind"] == "article_content"]
+    assert any("中华人民共和国" in q for q in laws) and any("中华人民共和国" not in q for q in laws)
+
+
+def test_lawbench_overlaps_excluded_and_counted(built, lawbench_dir, capsys, tmp_path):
+    items, stats = built
+    sources = {item["source"] for item in items}
+    assert "《刑法》第二百六十四条" not in sources and "《公司法》第六十条" not in sources  # asked in 1-1
+    assert "《民法典》第一百八十八条" not in sources  # its text is a 3-8 answer
+    assert not any(THEFT in item["output"] or THEFT in item["input"] for item in items)
+    assert stats["article_content"]["excluded_1-1"] == 2
+    assert stats["article_charge"]["excluded_1-1"] == 1 and stats["charge_definition"]["excluded_1-1"] >= 1
+    assert stats["article_content"]["excluded_ngram"] >= 1
+    # a bare label (罪名:盗窃) is not content: 3-3 does not knock out every item that names a charge
+    assert any("盗窃" in item["output"] for item in items)
+    # without the LawBench filter the same articles come back
+    free, free_stats = build(parse_args(["--output", "x.jsonl", "--no_lawbench_check", "--kinds", "article_content"]))
+    assert {"《刑法》第二百六十四条", "《公司法》第六十条", "《民法典》第一百八十八条"} <= {i["source"] for i in free}
+    assert free_stats["article_content"]["kept"] == stats["article_content"]["kept"] + 2 + stats["article_content"]["excluded_ngram"]
+    # the counts are printed
+    assert knowledge_instruct.main(["--output", str(tmp_path / "k.jsonl"), "--lawbench_dir", str(lawbench_dir),
+                                    "--kinds", "article_charge"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"article_charge\s+\d+\s+1\s+\d+\s+\d+", out) and "2 articles asked in 1-1" in out
+
+
+def test_missing_lawbench_data_is_an_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert knowledge_instruct.main(["--output", str(tmp_path / "k.jsonl"), "--lawbench_dir", str(empty)]) == 1
+    assert "no zero_shot/*.json" in capsys.readouterr().err
+    assert not (tmp_path / "k.jsonl").exists()
+
+
+def test_bad_arguments():
+    with pytest.raises(SystemExit):
+        parse_args(["--output", "x.jsonl", "--kinds", "article_content,nonsense"])

@@ -1,0 +1,311 @@
+"""Knowledge-based instruction data from the statute store — no LLM involved.
+
+Four kinds of items, each with several phrasings (picked with ``--seed``, so a run is reproducible):
+
+- ``article_content``  《X法》第N条规定了什么？ → the article's text, verbatim;
+- ``article_topic``    which articles cover a matter named by a chapter/section heading → the heading,
+                       its article range, and the first article's text;
+- ``charge_definition``  请介绍盗窃罪的定义 → the 刑法 article that defines the charge, quoted;
+- ``article_charge``   a 刑法 article's text as input → the charge(s) it defines.
+
+Clean evaluation: items that touch the LawBench test sets are dropped and counted — any item built on
+an article that task 1-1 (article recitation) asks for, and any item that contains most of one test
+question or answer (character 13-grams as in ``utils.contamination``: at least ``--overlap_threshold`` of
+the test text's n-grams found in the item; texts under 32 characters, i.e. bare labels, are not checked).
+A question that quotes several articles as context (3-5) is only excluded when one item holds most of it. LawBench is read from ``--lawbench_dir`` (LawBench's original
+``data/{zero_shot,one_shot}/*.json`` or the prepared ``data/eval/lawbench``); by default from
+``../shared/lawbench`` and ``data/eval/lawbench`` where they exist.
+
+    python tools/knowledge_instruct.py --output data/sft/knowledge.jsonl
+    python tools/knowledge_instruct.py --output data/sft/knowledge_small.jsonl --max_per_kind 2000 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from itertools import groupby
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from utils.contamination import DEFAULT_N, DEFAULT_THRESHOLD, ngrams  # noqa: E402
+from utils.data import DataError, read_records, write_jsonl  # noqa: E402
+from utils.statutes import NUMERAL, PRC, Article, StatuteError, StatuteStore, cn_to_int  # noqa: E402
+
+DEFAULT_LAWBENCH_DIRS = (ROOT.parent / "shared" / "lawbench", ROOT / "data" / "eval" / "lawbench")
+KINDS = ("article_content", "article_topic", "charge_definition", "article_charge")
+# LawBench 1-1 prefixes the law with its department: 民法商法公司法第六十条的内容是什么？
+DEPARTMENTS = ("诉讼与非诉讼程序法", "宪法相关法", "民法商法", "社会法", "行政法", "经济法")
+_ASKED = re.compile(rf"^(?P<law>.+?)第(?P<num>{NUMERAL})条(?:之(?P<suf>{NUMERAL}))?的内容是什么")
+_HEADING = re.compile(r"^(第[一二三四五六七八九十百零]+[编章节])\s*(.+)$")
+GENERIC_HEADINGS = {"一般规定", "其他规定", "基本规定", "通则", "总则", "附则"}
+MIN_TEST_NGRAMS = 20  # a test text needs >= 32 content characters to count for the n-gram check
+FIRST_SPECIAL_PART_ARTICLE = 102  # 刑法 分则 starts here; 总则's bracketed names (故意犯罪) are not charges
+
+TEMPLATES = {
+    "article_content": ["《{law}》{num}规定了什么？", "请给出《{law}》{num}的内容。", "{law}{num}是怎么规定的？",
+                        "《{law}》{num}的条文是什么？", "请背诵《{law}》{num}。", "我想了解{law}{num}的具体规定。"],
+    "article_topic": ["《{law}》中关于{topic}的规定在哪些条文？", "{law}的哪些条文规定了{topic}？",
+                      "想了解{law}对{topic}的规定，应该看哪几条？", "遇到{topic}方面的问题，应当适用《{law}》的哪些条款？"],
+    "charge_definition": ["请介绍{charge}的定义。", "什么是{charge}？", "刑法是如何规定{charge}的？",
+                          "{charge}的构成和处罚是怎样的？", "请说明{charge}的法律依据。"],
+    "article_charge": ["下面这条刑法条文规定的是什么罪名？", "请指出以下法条对应的罪名。",
+                       "阅读下面的刑法条文，它规定了哪个（些）罪名？", "以下条文出自刑法，它规定的罪名是什么？"],
+}
+
+
+def _law_name(rng: random.Random, article: Article) -> str:
+    return rng.choice([article.law_name, article.short_name])
+
+
+def _item(kind: str, instruction: str, output: str, source: Article, input: str = "") -> dict:
+    return {"instruction": instruction, "input": input, "output": output, "kind": kind, "source": source.citation,
+            "_key": (source.law_name, source.number, source.suffix)}
+
+
+def eligible(store: StatuteStore) -> list[Article]:
+    """Articles worth teaching: in force, citable as 第N条, not deleted, not the boilerplate every law repeats,
+    not an amendment (its articles are editing instructions, "第X条修改为…", and 宪法修正案 names are ambiguous)."""
+    return [a for a in store.current_articles() if a.number is not None and not a.is_boilerplate and len(a.text) >= 10
+            and a.doc_type not in ("修正案", "修改决定") and "修正案" not in a.law_name]
+
+
+def article_content(articles: list[Article], rng: random.Random) -> list[dict]:
+    return [_item("article_content", rng.choice(TEMPLATES["article_content"]).format(law=_law_name(rng, a), num=a.number_cn),
+                  a.text, a) for a in articles]
+
+
+def _heading(text: str) -> tuple[str, str]:
+    m = _HEADING.match(text)
+    return (m.group(1), m.group(2).strip()) if m else ("", text.strip())
+
+
+def article_topic(articles: list[Article], rng: random.Random) -> list[dict]:
+    """One item per run of consecutive articles under the same heading (民法典 restarts chapter numbers per 编)."""
+    groups = []
+    for (law, chapter, section), run in groupby(articles, key=lambda a: (a.law_name, a.chapter, a.section)):
+        (c_label, c_title), (s_label, s_title) = _heading(chapter), _heading(section)
+        if not chapter or (not section and c_title in GENERIC_HEADINGS) or c_title in ("总则", "附则"):
+            continue
+        topic = s_title if section and s_title not in GENERIC_HEADINGS else (
+            f"{c_title}的{s_title}" if section else c_title)
+        label = f"{c_label}“{c_title}”" + (f"{s_label}“{s_title}”" if section else "")
+        groups.append((law, topic, label, list(run)))
+    seen = Counter((law, topic) for law, topic, _, _ in groups)
+    items = []
+    for law, topic, label, run in groups:
+        if seen[(law, topic)] > 1:
+            continue  # the same heading twice in one law: the question would be ambiguous
+        first, last = run[0], run[-1]
+        span = first.number_cn if len(run) == 1 else f"{first.number_cn}至{last.number_cn}，共{len(run)}条"
+        instruction = rng.choice(TEMPLATES["article_topic"]).format(law=_law_name(rng, first), topic=f"“{topic}”")
+        output = f"《{law}》{label}（{span}）规定了{topic}。其中{first.number_cn}规定：{first.text}"
+        items.append(_item("article_topic", instruction, output, first))
+    return items
+
+
+def _charge_articles(articles: list[Article]) -> dict[str, list[Article]]:
+    by_charge = defaultdict(list)
+    for a in articles:
+        if a.law_name == PRC + "刑法" and a.number >= FIRST_SPECIAL_PART_ARTICLE:
+            for charge in a.charges:
+                by_charge[charge].append(a)
+    return by_charge
+
+
+def _defining(charge: str, candidates: list[Article]) -> Article:
+    """The article that defines a charge: not one that only refers back (依照本法第N条的规定定罪), then the one
+    naming fewest charges, then the lowest number (the charge table also lists referring articles)."""
+    refers = re.compile(rf"依照本法第{NUMERAL}条(?:之{NUMERAL})?的规定定罪")
+    return min(candidates, key=lambda a: (bool(refers.search(a.text)), len(a.charges), a.number, a.suffix))
+
+
+def charge_definition(articles: list[Article], rng: random.Random) -> list[dict]:
+    items = []
+    for charge, candidates in sorted(_charge_articles(articles).items()):
+        main = _defining(charge, candidates)
+        others = [a.number_cn for a in candidates if a is not main]
+        output = f"{charge}规定在《{main.law_name}》{main.number_cn}。该条规定：{main.text}"
+        if others:
+            output += f"\n此外，刑法{'、'.join(others)}也规定了依照{charge}定罪处罚的情形。"
+        items.append(_item("charge_definition", rng.choice(TEMPLATES["charge_definition"]).format(charge=charge), output, main))
+    return items
+
+
+def article_charge(articles: list[Article], rng: random.Random) -> list[dict]:
+    items = []
+    for a in articles:
+        if a.law_name == PRC + "刑法" and a.number >= FIRST_SPECIAL_PART_ARTICLE and a.charges:
+            names = "、".join(a.charges)
+            answer = f"规定的罪名是{names}。" if len(a.charges) == 1 else f"规定的罪名有：{names}。"
+            items.append(_item("article_charge", rng.choice(TEMPLATES["article_charge"]),
+                               f"这是《{a.law_name}》{a.number_cn}，{answer}", a, input=a.text))
+    return items
+
+
+BUILDERS: dict[str, Callable[[list[Article], random.Random], list[dict]]] = {
+    "article_content": article_content, "article_topic": article_topic,
+    "charge_definition": charge_definition, "article_charge": article_charge,
+}
+
+
+# ---------------------------------------------------------------- LawBench overlap
+
+
+def read_lawbench(directory: Path) -> list[dict]:
+    """``{task, question, answer}`` of every item under ``{zero_shot,one_shot}/`` (``data/`` optional), .json or .jsonl."""
+    base = directory / "data" if (directory / "data").is_dir() else directory
+    files = sorted(p for shots in ("zero_shot", "one_shot") for p in (base / shots).glob("*.json*"))
+    if not files:
+        raise DataError(f"--lawbench_dir {directory}: no zero_shot/*.json or one_shot/*.json(l) files")
+    items = []
+    for path in files:
+        for record in read_records(path):
+            if not all(isinstance(record.data.get(k), str) for k in ("question", "answer")):
+                raise DataError(f"{record.where}: a LawBench item needs string fields 'question' and 'answer'")
+            items.append({"task": path.name.split(".")[0], "question": record.data["question"],
+                          "answer": record.data["answer"]})
+    return items
+
+
+class LawBenchOverlap:
+    """Which generated items touch a LawBench test item (see the module docstring)."""
+
+    def __init__(self, items: list[dict], store: StatuteStore, n: int = DEFAULT_N, threshold: float = DEFAULT_THRESHOLD):
+        self.threshold = threshold
+        self.n = n
+        self.asked: set[tuple] = set()
+        self.unresolved: Counter = Counter()
+        for item in items:
+            if item["task"] == "1-1":
+                self._add_asked(item["question"], store)
+        # Questions and answers are checked one by one; labels too short to carry content (正确答案：B,
+        # a charge name) are left out, else every item naming 盗窃罪 would "overlap" a 3-3 answer.
+        texts = sorted({t for item in items for t in (item["question"], item["answer"])})
+        self.sizes: list[int] = []
+        self.index: dict[int, list[int]] = defaultdict(list)  # n-gram → test texts holding it
+        for text in texts:
+            grams = ngrams(text, n)
+            if len(grams) < MIN_TEST_NGRAMS:
+                continue
+            for gram in grams:
+                self.index[gram].append(len(self.sizes))
+            self.sizes.append(len(grams))
+
+    def _add_asked(self, question: str, store: StatuteStore) -> None:
+        m = _ASKED.match(question.strip())
+        if not m:
+            self.unresolved[question[:20]] += 1
+            return
+        name = m.group("law")
+        law = store.resolve_law(name)
+        for department in DEPARTMENTS:
+            if law is None and name.startswith(department) and len(name) > len(department):
+                law = store.resolve_law(name[len(department):])
+        if law is None:
+            self.unresolved[name] += 1  # e.g. 宪法修正案2018年: amendments are not numbered 第N条 here
+            return
+        suffix = cn_to_int(m.group("suf")) if m.group("suf") else 0
+        self.asked.add((law.name, cn_to_int(m.group("num")), suffix))
+
+    def max_overlap(self, text: str) -> float:
+        """The largest share of one test text's n-grams that ``text`` contains."""
+        hits: Counter = Counter()
+        for gram in ngrams(text, self.n):
+            hits.update(self.index.get(gram, ()))
+        return max((count / self.sizes[i] for i, count in hits.items()), default=0.0)
+
+    def reason(self, item: dict) -> str | None:
+        if item["_key"] in self.asked:
+            return "excluded_1-1"
+        if self.max_overlap("\n".join((item["instruction"], item["input"], item["output"]))) >= self.threshold:
+            return "excluded_ngram"
+        return None
+
+
+# ---------------------------------------------------------------- command line
+
+
+def build(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    store = StatuteStore.load()
+    rng = random.Random(args.seed)
+    overlap = None
+    if not args.no_lawbench_check:
+        dirs = [Path(d) for d in args.lawbench_dir] if args.lawbench_dir else [d for d in DEFAULT_LAWBENCH_DIRS if d.is_dir()]
+        if not dirs:
+            raise DataError("no LawBench data found (looked in " + ", ".join(map(str, DEFAULT_LAWBENCH_DIRS)) +
+                            "); pass --lawbench_dir DIR, or --no_lawbench_check to build without the overlap filter")
+        items = [item for d in dirs for item in read_lawbench(d)]
+        overlap = LawBenchOverlap(items, store, threshold=args.overlap_threshold)
+        print(f"[knowledge_instruct] LawBench: {len(items)} items from {', '.join(map(str, dirs))}; "
+              f"{len(overlap.asked)} articles asked in 1-1" +
+              (f"; 1-1 laws not in the store: {dict(overlap.unresolved)}" if overlap.unresolved else ""))
+    articles = eligible(store)
+    out, stats = [], {}
+    for kind in args.kinds:
+        candidates = BUILDERS[kind](articles, rng)
+        counts = Counter({"candidates": len(candidates), "excluded_1-1": 0, "excluded_ngram": 0})
+        kept = []
+        for item in candidates:
+            reason = overlap.reason(item) if overlap else None
+            counts[reason or "kept"] += 1
+            if reason is None:
+                kept.append(item)
+        if args.max_per_kind and len(kept) > args.max_per_kind:
+            kept = rng.sample(kept, args.max_per_kind)
+        stats[kind] = {**counts, "kept": len(kept)}
+        out.extend(kept)
+    rng.shuffle(out)
+    for item in out:
+        del item["_key"]
+    return out, stats
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", required=True, help="JSONL to write (instruction, input, output, kind, source)")
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {', '.join(KINDS)}")
+    parser.add_argument("--max_per_kind", type=int, default=0, help="sample at most this many items per kind (0: all)")
+    parser.add_argument("--seed", type=int, default=42, help="phrasing choice, sampling and order")
+    parser.add_argument("--lawbench_dir", action="append",
+                        help="LawBench data folder to exclude overlaps with (repeatable); default: "
+                             + " and ".join(str(d) for d in DEFAULT_LAWBENCH_DIRS) + " where present")
+    parser.add_argument("--overlap_threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help="drop an item holding at least this share of a test question's/answer's n-grams")
+    parser.add_argument("--no_lawbench_check", action="store_true", help="build without the LawBench overlap filter")
+    args = parser.parse_args(argv)
+    args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    unknown = [k for k in args.kinds if k not in KINDS]
+    if unknown or not args.kinds:
+        parser.error(f"--kinds: unknown kind(s) {unknown}; choose from {', '.join(KINDS)}")
+    if args.max_per_kind < 0:
+        parser.error("--max_per_kind must be >= 0")
+    if not 0 < args.overlap_threshold <= 1:
+        parser.error("--overlap_threshold must be in (0, 1]")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        items, stats = build(args)
+        count = write_jsonl(args.output, items)
+    except (DataError, StatuteError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"[knowledge_instruct] {'kind':<18} {'candidates':>10} {'excl. 1-1':>10} {'excl. n-gram':>12} {'kept':>7}")
+    for kind, s in stats.items():
+        print(f"[knowledge_instruct] {kind:<18} {s['candidates']:>10} {s['excluded_1-1']:>10} "
+              f"{s['excluded_ngram']:>12} {s['kept']:>7}")
+    print(f"[knowledge_instruct] wrote {count} items to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
