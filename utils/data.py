@@ -196,3 +196,65 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
     finally:
         tmp.unlink(missing_ok=True)
     return count
+
+
+# ---------------------------------------------------------------- tokenisation for training
+
+
+def tokenize_documents(tokenizer, docs: list[str], add_eos: bool = True) -> list[list[int]]:
+    """Token ids of each whole document (never truncated), with the tokenizer's BOS and an EOS
+    appended so that documents stay separable once they are packed together."""
+    out = []
+    eos = tokenizer.eos_token_id
+    for ids in tokenizer(docs, add_special_tokens=True).input_ids:
+        if add_eos and (not ids or ids[-1] != eos):
+            ids = ids + [eos]
+        out.append(ids)
+    return out
+
+
+def pack_blocks(token_lists: Iterable[list[int]], block_size: int) -> list[list[int]]:
+    """Concatenate documents and cut the stream into ``block_size`` blocks (run_clm's group_texts).
+
+    Unlike group_texts the last, shorter block is kept: every token of the corpus is trained on.
+    """
+    if block_size < 2:
+        raise DataError(f"block_size {block_size}: must be at least 2")
+    stream = [t for ids in token_lists for t in ids]
+    return [stream[i:i + block_size] for i in range(0, len(stream), block_size)]
+
+
+def truncate_documents(token_lists: Iterable[list[int]], cutoff_len: int) -> list[list[int]]:
+    """The original LaWGPT's pretraining data: each document cut at ``cutoff_len`` (the rest is lost).
+    Kept only as the baseline that benchmarks/bench_packing.py measures packing against."""
+    return [ids[:cutoff_len] for ids in token_lists]
+
+
+def sft_example(tokenizer, segments: list[tuple[str, bool]], cutoff_len: int, train_on_inputs: bool = False,
+                add_eos_token: bool = True) -> dict:
+    """input_ids / attention_mask / labels of one prompt-response example (see Prompter.segments).
+
+    The whole text is tokenised at once, exactly as inference will see the prompt, and each token is
+    labelled by where its characters lie: tokens inside a response piece keep their id as label,
+    prompt tokens (and a token straddling a boundary) get ``IGNORE_INDEX`` unless ``train_on_inputs``.
+    Examples longer than ``cutoff_len`` are truncated; EOS is appended only to an answer that fits, so
+    the model never learns to stop in mid-sentence.
+    """
+    text = "".join(piece for piece, _ in segments)
+    spans, pos = [], 0
+    for piece, is_response in segments:
+        if is_response:
+            spans.append((pos, pos + len(piece)))
+        pos += len(piece)
+    enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    special = set(tokenizer.all_special_ids)
+    labels = []
+    for token, (start, end) in zip(ids, offsets):
+        inside = token not in special and any(a <= start and end <= b for a, b in spans)
+        labels.append(token if (train_on_inputs or inside) else IGNORE_INDEX)
+    ids, labels = ids[:cutoff_len], labels[:cutoff_len]
+    eos = tokenizer.eos_token_id
+    if add_eos_token and len(ids) < cutoff_len and ids[-1] != eos:
+        ids, labels = ids + [eos], labels + [eos]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}

@@ -1,0 +1,133 @@
+"""train_clm.py end to end on the tiny model: extended vocabulary, full and LoRA, resume, torchrun."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_model import statute_sample
+
+import train_clm
+from utils.modeling import read_run_info
+from utils.vocab import merge_sentencepiece, normal_pieces, save_sentencepiece_tokenizer, train_sentencepiece
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clm") / "docs.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for text in statute_sample(limit=300, stride=7, offset=3):
+            f.write(json.dumps({"content": text}, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def legal_tokenizer(tiny_model_dir, corpus, tmp_path_factory):
+    from utils.modeling import load_tokenizer
+
+    work = tmp_path_factory.mktemp("legal-tok")
+    docs = [json.loads(line)["content"] for line in corpus.read_text(encoding="utf-8").splitlines()]
+    legal = train_sentencepiece(docs, work / "legal", 2600)
+    merge_sentencepiece(tiny_model_dir / "tokenizer.model", normal_pieces(legal), work / "merged.model")
+    save_sentencepiece_tokenizer(tiny_model_dir, load_tokenizer(tiny_model_dir), work / "merged.model", work / "tok")
+    return work / "tok"
+
+
+def run(*argv):
+    return train_clm.main(*train_clm.parse([str(a) for a in argv]))
+
+
+def common(tiny_model_dir, corpus, out, *extra):
+    return ["--base_model", tiny_model_dir, "--data_path", corpus, "--output_dir", out, "--block_size", 64,
+            "--batch_size", 4, "--micro_batch_size", 2, "--learning_rate", 5e-3, "--logging_steps", 1,
+            "--report_to", "none", "--seed", 7, *extra]
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_extended_vocabulary_is_trained(tiny_model_dir, corpus, legal_tokenizer, tmp_path, mode):
+    from transformers import AutoTokenizer
+
+    out = tmp_path / mode
+    lora = ["--lora_r", 4, "--lora_target_modules", "[q_proj, v_proj]"] if mode == "lora" else ["--lora_r", 0]
+    metrics = run(*common(tiny_model_dir, corpus, out, "--tokenizer_path", legal_tokenizer, "--max_steps", 3,
+                          "--val_set_size", 10, "--save_strategy", "no", *lora))
+    info = read_run_info(out)
+    base_rows, size = info["vocab"]["base_rows"], info["vocab"]["tokenizer_size"]
+    assert info["vocab"]["grew"] and size == len(AutoTokenizer.from_pretrained(str(out))) > base_rows == 2000
+    assert info["perplexity"] == pytest.approx(math.exp(info["eval_loss"])) and math.isfinite(info["perplexity"])
+    assert metrics["global_step"] == 3 and info["base_model"] == str(tiny_model_dir.resolve())
+    assert (out / "loss_curve.png").stat().st_size > 1000 and (out / "tokenizer.model").is_file()
+    if mode == "lora":
+        assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
+        saved = load_file(str(out / "adapter_model.safetensors"))
+        embed = next(v for k, v in saved.items() if "embed_tokens" in k)
+        assert any("lora_A" in k for k in saved)
+    else:
+        saved = load_file(str(out / "model.safetensors"))
+        embed = saved["model.embed_tokens.weight"]
+    assert embed.shape[0] == size
+    # New rows that the batches used moved away from their mean-of-pieces start: the new vocabulary trains.
+    base = load_file(str(tiny_model_dir / "model.safetensors"))["model.embed_tokens.weight"]
+    base_tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    merged = AutoTokenizer.from_pretrained(str(out))
+    moved = 0
+    for token_id in range(base_rows, size):
+        parts = [t.id for t in base_tok.backend_tokenizer.model.tokenize(merged.convert_ids_to_tokens(token_id))]
+        moved += not torch.allclose(embed[token_id], base[parts].mean(0))
+    assert moved >= 50, moved
+
+
+def test_resume_gives_the_uninterrupted_result(tiny_model_dir, corpus, tmp_path):
+    args = ["--lora_r", 4, "--lora_dropout", 0.1, "--max_steps", 4, "--save_steps", 2]
+    run(*common(tiny_model_dir, corpus, tmp_path / "a", *args))
+    assert (tmp_path / "a" / "checkpoint-2").is_dir()
+    run(*common(tiny_model_dir, corpus, tmp_path / "b", *args, "--resume_from_checkpoint", tmp_path / "a" / "checkpoint-2"))
+    full = load_file(str(tmp_path / "a" / "adapter_model.safetensors"))
+    resumed = load_file(str(tmp_path / "b" / "adapter_model.safetensors"))
+    start = load_file(str(tmp_path / "a" / "checkpoint-2" / "adapter_model.safetensors"))
+    assert full.keys() == resumed.keys()
+    assert any(not torch.allclose(full[k], start[k]) for k in full)  # steps 3-4 changed the weights
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], rtol=1e-5, atol=1e-6)
+    assert read_run_info(tmp_path / "b")["global_step"] == 4
+
+
+def test_original_output_dir_as_resume_target_starts_fresh(tiny_model_dir, corpus, tmp_path):
+    out = tmp_path / "o"
+    run(*common(tiny_model_dir, corpus, out, "--max_steps", 1, "--resume_from_checkpoint", out,
+                "--train_on_inputs", "True", "--add_eos_token", "True", "--group_by_length", "True",
+                "--cutoff_len", 64, "--lora_target_modules", "[q_proj, v_proj, k_proj, o_proj]"))
+    assert read_run_info(out)["global_step"] == 1
+
+
+def _cli(*argv, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *map(str, argv)], cwd=ROOT, capture_output=True, text=True, env=env, **kw)
+
+
+def test_bad_input_is_one_line_and_nonzero(tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"content": "第一条"}\n{"text": "no content"}\n', encoding="utf-8")
+    argv = ["train_clm.py", "--base_model", tiny_model_dir, "--output_dir", tmp_path / "o", "--report_to", "none"]
+    proc = _cli(*argv, "--data_path", bad)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == f"train_clm: error: {bad}:2: missing field 'content'"
+    proc = _cli(*argv, "--data_path", bad, "--train_on_inputs", "False")
+    assert proc.returncode == 1 and "train_clm: error: --train_on_inputs False" in proc.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(tiny_model_dir, corpus, tmp_path):
+    out = tmp_path / "ddp"
+    proc = _cli("-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531", "train_clm.py",
+                *common(tiny_model_dir, corpus, out, "--max_steps", 2, "--lora_r", 4, "--val_set_size", 10),
+                timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = read_run_info(out)
+    assert info["world_size"] == 2 and info["global_step"] == 2
+    assert info["args"]["gradient_accumulation_steps"] == 1  # batch 4 = micro 2 x 2 processes

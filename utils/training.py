@@ -1,0 +1,385 @@
+"""Trainer setup shared by train_clm.py and finetune.py: arguments, model, LoRA, saving, provenance.
+
+Both scripts parse the same argument groups (:class:`ModelArguments`, :class:`LoraArguments`,
+:class:`LegacyArguments`, :class:`LawTrainingArguments`), load through utils/modeling, wrap with LoRA
+here and save here, so a fix to any of it reaches both stages.
+"""
+
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from transformers import TrainingArguments
+
+from utils.data import IGNORE_INDEX, DataError
+from utils.modeling import ModelLoadError, embedding_rows, load_model, load_tokenizer, resize_for_tokenizer
+from utils.modeling import write_run_info as _write_run_info
+from utils.prompter import TemplateError
+from utils.vocab import SP_MODEL, VocabError, init_new_embeddings
+
+
+class ConfigError(ValueError):
+    """Arguments that do not fit together."""
+
+
+# ---------------------------------------------------------------- argument groups
+
+
+@dataclass
+class ModelArguments:
+    base_model: str = field(default=None, metadata={"help": "local directory of the base model (safetensors)"})
+    tokenizer_path: str | None = field(
+        default=None, metadata={"help": "tokenizer to train with, e.g. an extended one from tools/merge_vocabulary.py "
+                                        "(default: the base model's)"})
+    extend_vocab: bool = field(
+        default=True, metadata={"help": "use --tokenizer_path and grow the embeddings for it; False trains with the "
+                                        "base tokenizer instead (ablation)"})
+    dtype: str = field(default="auto", metadata={"help": "weights dtype: auto (fp32 on CPU and for full training, "
+                                                         "bf16/fp16 for LoRA on GPU), float32, bfloat16, float16"})
+    load_8bit: bool = field(default=False, metadata={"help": "load the base model in 8-bit (CUDA, bitsandbytes)"})
+    load_4bit: bool = field(default=False, metadata={"help": "load the base model in 4-bit nf4 for QLoRA (CUDA)"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "allow model code from the model directory"})
+
+    def __post_init__(self):
+        if not self.base_model:
+            raise ConfigError("--base_model is required (a local model directory)")
+
+
+@dataclass
+class LoraArguments:
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank; 0 trains all parameters instead (full fine-tune)"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    lora_target_modules: str = field(
+        default="[q_proj,v_proj]", metadata={"help": "modules to adapt: '[q_proj,v_proj]' or 'q_proj,v_proj'"})
+
+    def __post_init__(self):
+        if self.lora_r < 0:
+            raise ConfigError(f"--lora_r {self.lora_r}: must be >= 0 (0 = full fine-tune)")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"--lora_dropout {self.lora_dropout}: must be in [0, 1)")
+        if self.lora_r and not self.target_modules():
+            raise ConfigError("--lora_target_modules is empty")
+
+    def target_modules(self) -> list[str]:
+        text = self.lora_target_modules.strip().strip("[]")
+        return [m.strip().strip("'\"") for m in text.split(",") if m.strip().strip("'\"")]
+
+
+def _optional_value(help_text: str) -> dict:
+    # The original scripts pass wandb flags with no value at all (`--wandb_project \`).
+    return {"help": help_text, "nargs": "?", "const": ""}
+
+
+@dataclass
+class LegacyArguments:
+    """The original LaWGPT command line, mapped onto TrainingArguments (scripts keep working)."""
+
+    batch_size: int | None = field(default=None, metadata={
+        "help": "global batch size; gradient_accumulation_steps = batch_size / micro_batch_size / world size"})
+    micro_batch_size: int | None = field(default=None, metadata={"help": "per-device batch size"})
+    num_epochs: float | None = field(default=None, metadata={"help": "alias of --num_train_epochs"})
+    val_set_size: float = field(default=0, metadata={
+        "help": "held-out examples/documents: a count (>= 1) or a fraction (< 1); 0 = none"})
+    group_by_length: bool = field(default=False, metadata={
+        "help": "batch examples of similar length together (= --train_sampling_strategy group_by_length)"})
+    wandb_project: str = field(default="", metadata=_optional_value("report to Weights & Biases under this project"))
+    wandb_run_name: str = field(default="", metadata=_optional_value("W&B run name"))
+    wandb_watch: str = field(default="", metadata=_optional_value("W&B watch: false | gradients | all"))
+    wandb_log_model: str = field(default="", metadata=_optional_value("W&B log model: false | true"))
+
+    def __post_init__(self):
+        for name in ("batch_size", "micro_batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name} {value}: must be >= 1")
+        if self.val_set_size < 0:
+            raise ConfigError(f"--val_set_size {self.val_set_size}: must be >= 0")
+
+
+@dataclass
+class LawTrainingArguments(TrainingArguments):
+    """TrainingArguments with this project's defaults (every standard flag still works)."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "where checkpoints and the result go (required)"})
+    learning_rate: float = field(default=3e-4, metadata={"help": "peak learning rate"})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "per-device batch size"})
+    logging_steps: float = field(default=10, metadata={"help": "log every N steps"})
+    save_steps: float = field(default=200, metadata={"help": "checkpoint every N steps"})
+    save_total_limit: int | None = field(default=3, metadata={"help": "keep at most N checkpoints"})
+    report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "tensorboard, wandb, none"})
+    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "DDP: look for unused params"})
+
+    def __post_init__(self):
+        if not self.output_dir:
+            raise ConfigError("--output_dir is required")
+        import torch
+
+        mps = getattr(torch.backends, "mps", None)
+        if not torch.cuda.is_available() and not (mps is not None and mps.is_available()):
+            # Without it accelerate treats torchrun's CPU processes as separate single-process runs.
+            self.use_cpu = True
+        super().__post_init__()
+
+
+# ---------------------------------------------------------------- parsing and the legacy mapping
+
+
+def parse_args(data_class, argv=None):
+    """(model, lora, data, legacy, training) arguments from the command line, legacy flags applied."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser((ModelArguments, LoraArguments, data_class, LegacyArguments, LawTrainingArguments))
+    model, lora, data, legacy, training = parser.parse_args_into_dataclasses(args=argv)
+    apply_legacy(legacy, training)
+    return model, lora, data, legacy, training
+
+
+def apply_legacy(legacy: LegacyArguments, training: TrainingArguments) -> None:
+    if legacy.micro_batch_size is not None:
+        training.per_device_train_batch_size = legacy.micro_batch_size
+        training.per_device_eval_batch_size = legacy.micro_batch_size
+    if legacy.batch_size is not None:
+        per_step = training.per_device_train_batch_size * training.world_size
+        if legacy.batch_size % per_step:
+            raise ConfigError(
+                f"--batch_size {legacy.batch_size} is not a multiple of micro batch {training.per_device_train_batch_size}"
+                f" x world size {training.world_size}")
+        training.gradient_accumulation_steps = legacy.batch_size // per_step
+    if legacy.group_by_length:
+        training.train_sampling_strategy = "group_by_length"
+    if legacy.num_epochs is not None:
+        training.num_train_epochs = legacy.num_epochs
+    if legacy.wandb_project:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigError("--wandb_project needs the wandb package: pip install wandb (or drop the flag)")
+        os.environ["WANDB_PROJECT"] = legacy.wandb_project
+        if legacy.wandb_watch:
+            os.environ["WANDB_WATCH"] = legacy.wandb_watch
+        if legacy.wandb_log_model:
+            os.environ["WANDB_LOG_MODEL"] = legacy.wandb_log_model
+        current = [training.report_to] if isinstance(training.report_to, str) else list(training.report_to or [])
+        training.report_to = sorted({*current, "wandb"} - {"none", "all"})
+        if legacy.wandb_run_name:
+            training.run_name = legacy.wandb_run_name
+
+
+def resolve_resume(training: TrainingArguments) -> str | None:
+    """The checkpoint to resume from: a checkpoint dir, the latest one inside a dir, or none yet.
+
+    The original scripts pass their own output directory on the very first run too, so that case starts
+    fresh (and says so); any other path without a checkpoint is an error.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    value = training.resume_from_checkpoint
+    if not value:
+        return None
+    path = Path(training.output_dir if value.lower() == "true" else value)
+    if (path / "trainer_state.json").is_file():
+        return str(path)
+    last = get_last_checkpoint(str(path)) if path.is_dir() else None
+    if last:
+        return last
+    if path.resolve() == Path(training.output_dir).resolve():
+        log(training, f"--resume_from_checkpoint: no checkpoint in {path} yet, starting from scratch")
+        return None
+    raise ConfigError(f"--resume_from_checkpoint {value}: no checkpoint-* directory there")
+
+
+def split_holdout(items: list, val_set_size: float, seed: int) -> tuple[list, list]:
+    """Shuffle-free split: a seeded random choice of held-out items, the rest in their order."""
+    if not val_set_size:
+        return items, []
+    count = int(val_set_size) if val_set_size >= 1 else round(len(items) * val_set_size)
+    if not 0 < count < len(items):
+        raise ConfigError(f"--val_set_size {val_set_size}: gives {count} of {len(items)} items; leave some to train on")
+    held = set(random.Random(seed).sample(range(len(items)), count))
+    return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
+
+
+def log(training: TrainingArguments, message: str) -> None:
+    if training.process_index == 0:
+        print(f"[lawgpt] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- model
+
+
+@dataclass
+class Prepared:
+    model: object
+    tokenizer: object
+    tokenizer_dir: str
+    vocab: dict
+
+
+def _load_dtype(model_args: ModelArguments, lora: bool, device: str) -> str:
+    if model_args.dtype != "auto":
+        return model_args.dtype
+    # Full training keeps fp32 master weights (mixed precision comes from --bf16/--fp16); a frozen
+    # LoRA base can sit in half precision on a GPU.
+    return "auto" if (lora and device.startswith("cuda")) else "float32"
+
+
+def _leaf_name(model, module) -> str:
+    return next(name for name, m in model.named_modules() if m is module).rsplit(".", 1)[-1]
+
+
+def prepare_model(model_args: ModelArguments, lora_args: LoraArguments, training: TrainingArguments) -> Prepared:
+    """Tokenizer + model, embeddings grown for an extended tokenizer (new rows = mean of their base pieces),
+    k-bit preparation on CUDA, LoRA (with embed/lm_head trained when the vocabulary grew)."""
+    import torch
+    from transformers import set_seed
+
+    set_seed(training.seed)  # LoRA initialisation must not depend on what ran before
+    use_lora = lora_args.lora_r > 0
+    tokenizer_dir = model_args.base_model
+    if model_args.tokenizer_path:
+        if model_args.extend_vocab:
+            tokenizer_dir = model_args.tokenizer_path
+        else:
+            log(training, f"--extend_vocab False: training with the base tokenizer, not {model_args.tokenizer_path}")
+    tokenizer = load_tokenizer(tokenizer_dir, model_args.trust_remote_code, padding_side="right")
+    device = str(training.device)  # cuda:<local rank> under torchrun
+    model = load_model(model_args.base_model, device, _load_dtype(model_args, use_lora, device),
+                       model_args.load_8bit, model_args.load_4bit, model_args.trust_remote_code)
+    base_rows = embedding_rows(model)
+    grew = resize_for_tokenizer(model, tokenizer)
+    if grew:
+        base_tokenizer = load_tokenizer(model_args.base_model, model_args.trust_remote_code)
+        init_new_embeddings(model, base_tokenizer, tokenizer, base_rows)
+        log(training, f"vocabulary {base_rows} -> {len(tokenizer)}: new rows start as the mean of their base pieces")
+    elif len(tokenizer) < base_rows and model_args.tokenizer_path and model_args.extend_vocab:
+        log(training, f"tokenizer has {len(tokenizer)} tokens, the model {base_rows} rows: nothing to grow")
+    if model_args.load_8bit or model_args.load_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training.gradient_checkpointing)
+    if training.gradient_checkpointing and not training.gradient_checkpointing_kwargs:
+        # Reentrant checkpointing needs inputs that require grad, which a frozen LoRA base never has.
+        training.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    if use_lora:
+        model = _wrap_lora(model, lora_args, train_embeddings=grew)
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()  # optimizer state and updates in fp32
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log(training, f"{'LoRA' if use_lora else 'full'}: {trainable:,} of {total:,} parameters trainable")
+    vocab = {"base_rows": base_rows, "tokenizer_size": len(tokenizer), "grew": grew,
+             "extend_vocab": model_args.extend_vocab, "new_row_init": "mean of base pieces" if grew else None}
+    return Prepared(model, tokenizer, str(tokenizer_dir), vocab)
+
+
+def _wrap_lora(model, lora_args: LoraArguments, train_embeddings: bool):
+    from peft import LoraConfig, get_peft_model
+
+    targets = lora_args.target_modules()
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise ConfigError(f"--lora_target_modules {missing} not in {type(model).__name__}; it has e.g. "
+                          f"{sorted(n for n in names if n.endswith('proj'))[:8]}")
+    modules_to_save, tied = None, False
+    if train_embeddings:
+        embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+        modules_to_save = [_leaf_name(model, embed)] + ([_leaf_name(model, head)] if head is not None else [])
+        tied = head is not None and head.weight is embed.weight
+    config = LoraConfig(r=lora_args.lora_r, lora_alpha=lora_args.lora_alpha, lora_dropout=lora_args.lora_dropout,
+                        target_modules=targets, task_type="CAUSAL_LM", modules_to_save=modules_to_save,
+                        ensure_weight_tying=tied)
+    return get_peft_model(model, config)
+
+
+# ---------------------------------------------------------------- trainer, saving, provenance
+
+
+def make_trainer(prepared: Prepared, training: TrainingArguments, train_ds, eval_ds):
+    from transformers import DataCollatorForSeq2Seq, Trainer
+
+    collator = DataCollatorForSeq2Seq(prepared.tokenizer, padding=True, pad_to_multiple_of=8,
+                                      label_pad_token_id=IGNORE_INDEX, return_tensors="pt")
+    return Trainer(model=prepared.model, args=training, train_dataset=train_ds, eval_dataset=eval_ds,
+                   data_collator=collator, processing_class=prepared.tokenizer)
+
+
+def train_and_save(trainer, prepared: Prepared, training: TrainingArguments, info: dict) -> dict:
+    """Train (resuming if asked), evaluate, save model/adapter + tokenizer + run_info.json + loss curve."""
+    started = time.time()
+    result = trainer.train(resume_from_checkpoint=resolve_resume(training))
+    metrics = {"train_loss": result.training_loss, "global_step": result.global_step,
+               "train_runtime_s": round(time.time() - started, 2)}
+    if trainer.eval_dataset is not None:
+        eval_loss = trainer.evaluate()["eval_loss"]
+        metrics["eval_loss"] = eval_loss
+        metrics["perplexity"] = math.exp(eval_loss) if eval_loss < 50 else float("inf")
+    out = Path(training.output_dir)
+    trainer.save_model(str(out))  # peft's save_pretrained for adapters; gathers ZeRO-3 shards on every rank
+    if trainer.is_world_process_zero():
+        prepared.tokenizer.save_pretrained(str(out))
+        if (Path(prepared.tokenizer_dir) / SP_MODEL).is_file():
+            shutil.copy(Path(prepared.tokenizer_dir) / SP_MODEL, out / SP_MODEL)  # vocabulary tools need it
+        trainer.save_state()
+        plot_losses(trainer.state.log_history, out / "loss_curve.png")
+        info = {**info, **metrics, "vocab": prepared.vocab, "world_size": training.world_size,
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        _write_run_info(out, info)
+        log(training, f"saved to {out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                     for k, v in metrics.items()))
+    return metrics
+
+
+def args_record(*groups) -> dict:
+    """All argument groups as one JSON-able dict for run_info.json."""
+    record = {}
+    for group in groups:
+        record.update(group.to_dict() if isinstance(group, TrainingArguments) else asdict(group))
+    return record
+
+
+def plot_losses(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for points, label in ((train, "train"), (evals, "eval")):
+        if points:
+            ax.plot(*zip(*points), marker="." if len(points) < 50 else None, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+ENTRY_ERRORS = (DataError, ModelLoadError, TemplateError, VocabError, ConfigError)
+
+
+def run_entry(name: str, parse, main, argv=None) -> int:
+    """Parse and run an entry script: a known error becomes one line on stderr and exit status 1."""
+    try:
+        args = parse(argv)
+    except ValueError as e:  # argument validation (ours and TrainingArguments')
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 1
+    try:
+        main(*args)
+    except ENTRY_ERRORS as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
