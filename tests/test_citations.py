@@ -1,0 +1,124 @@
+"""Finding citations in text and verifying them; tools/check_citations.py end to end."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools.check_citations import main, parse_args
+from utils.citations import check_citations, quote_similarity, summarize
+from utils.data import DataError
+from utils.statutes import StatuteStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def store() -> StatuteStore:
+    return StatuteStore.load()
+
+
+def _one(text, store):
+    verdicts = check_citations(text, store)
+    assert len(verdicts) == 1, [v.text for v in verdicts]
+    return verdicts[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "cited", "law", "number", "suffix", "paragraph"),
+    [
+        ("根据《刑法》第二百六十四条的规定处罚。", "《刑法》第二百六十四条", "中华人民共和国刑法", 264, 0, None),
+        ("依据劳动合同法第82条第二款，应支付二倍工资。", "劳动合同法第82条第二款", "中华人民共和国劳动合同法", 82, 0, 2),
+        ("《中华人民共和国民法典》第一千二百五十四条", "《中华人民共和国民法典》第一千二百五十四条", "中华人民共和国民法典", 1254, 0, None),
+        ("醉驾适用刑法第一百三十三条之一。", "刑法第一百三十三条之一", "中华人民共和国刑法", 133, 1, None),
+        ("违反消保法第55条的，退一赔三。", "消保法第55条", "中华人民共和国消费者权益保护法", 55, 0, None),
+        ("中华人民共和国刑法第二十条规定了正当防卫。", "中华人民共和国刑法第二十条", "中华人民共和国刑法", 20, 0, None),
+    ],
+)
+def test_citation_forms_verified(store, text, cited, law, number, suffix, paragraph):
+    v = _one(text, store)
+    assert (v.text, v.law_name, v.number, v.suffix, v.paragraph) == (cited, law, number, suffix, paragraph)
+    assert v.status == "verified" and v.in_force and v.article_text and not v.inferred_law
+    assert text[v.start:v.end] == cited
+
+
+def test_bare_articles_carry_the_law_forward(store):
+    text = "《刑法》第二百六十四条规定了盗窃罪，第二百六十七条规定了抢夺罪、第269条规定了转化抢劫。本法第二十条另有规定。"
+    verdicts = check_citations(text, store)
+    assert [(v.number, v.inferred_law) for v in verdicts] == [(264, False), (267, True), (269, True), (20, True)]
+    assert all(v.law_name == "中华人民共和国刑法" and v.status == "verified" for v in verdicts)
+
+
+def test_bare_article_without_any_law_is_not_a_citation(store):
+    assert check_citations("第十条规定了什么？请看第三条。", store) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "status", "message"),
+    [
+        ("《刑法》第九百条规定了此罪。", "not_found", "has no 第九百条"),
+        ("依照《合同法》第五十二条，合同无效。", "repealed", "repealed on 2021-01-01"),
+        ("依据婚姻法第三十二条判决离婚。", "repealed", "民法典"),
+        ("依据环境保护法第六十四条。", "repealed", "已废止"),
+        ("刑法第一百九十九条已经删去。", "repealed", "deleted"),
+        ("根据《火星法》第三条处理。", "unknown_law", "unknown law '火星法'"),
+        ("我们依据火星法第3条处理。", "unknown_law", "unknown law '火星法'"),
+        ("民法典第一千零七十七条第九款", "not_found", "paragraph"),
+    ],
+)
+def test_problem_citations(store, text, status, message):
+    v = _one(text, store)
+    assert v.status == status and message in v.message
+
+
+def test_law_mentions_without_article(store):
+    verdicts = check_citations("根据合同法的规定，双方是买卖合同法律关系；另见《劳动法》。", store)
+    assert [(v.text, v.status) for v in verdicts] == [("合同法", "repealed"), ("《劳动法》", "verified")]
+    assert check_citations("劳动合同法和民法典都有规定。", store) == []  # unbracketed laws in force: context only
+
+
+def test_quotes_compared_with_the_article(store):
+    good = _one("《刑法》第二百六十四条规定：“盗窃公私财物，数额较大的，或者多次盗窃、入户盗窃的，处三年以下有期徒刑”。", store)
+    assert good.quote_matches and good.quote_similarity == 1.0
+    bad = _one("《刑法》第二百六十四条规定：“抢劫他人财物的，处十年以上有期徒刑”。", store)
+    assert bad.status == "verified" and bad.quote_matches is False and "does not match" in bad.message
+    before = _one("“禁止从建筑物中抛掷物品。”（《民法典》第一千二百五十四条）", store)
+    assert before.quote_matches
+    assert quote_similarity("处三年以下有期徒刑", "处三年以下有期徒刑") == 1.0
+    assert quote_similarity("的处人", "处三年以下有期徒刑的人") < 0.5
+
+
+def test_verdicts_are_json_serialisable(store):
+    verdicts = check_citations("依据《刑法》第264条和《合同法》第52条。", store)
+    json.dumps([v.to_dict() for v in verdicts], ensure_ascii=False)
+    assert summarize(verdicts) == {"verified": 1, "not_found": 0, "repealed": 1, "unknown_law": 0, "quote_mismatch": 0}
+
+
+def test_check_citations_tool(tmp_path, capsys):
+    results = tmp_path / "results.jsonl"
+    rows = [{"answer": "依据《刑法》第二百六十四条处罚；见第二百六十七条。"},
+            {"answer": "依照《合同法》第五十二条，合同无效。《刑法》第九百条。"}, {"answer": "无引用。"}]
+    results.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    out = tmp_path / "verdicts.jsonl"
+    assert main(parse_args([str(results), "--details", "--output", str(out)])) == 0
+    printed = capsys.readouterr().out
+    table = {" ".join(line.split()[:-2] if "%" in line else line.split()[:-1]): line.split()[-2 if "%" in line else -1]
+             for line in printed.splitlines()[:9]}
+    assert table["citations"] == "4" and table["records citing something"] == "2"
+    assert (table["verified"], table["repealed"], table["not_found"], table["unknown_law"]) == ("2", "1", "1", "0")
+    assert f"{results}:2: 《合同法》第五十二条: repealed" in printed
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["summary"]["verified"] for r in records] == [2, 0, 0]
+    assert main(parse_args([str(results), "--strict"])) == 2
+
+
+def test_check_citations_tool_errors(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"answer": "好"}\n{"output": "x"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: field 'answer' must be a string"):
+        main(parse_args([str(bad)]))
+    proc = subprocess.run([sys.executable, "tools/check_citations.py", str(tmp_path / "none.jsonl")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1

@@ -1,0 +1,144 @@
+"""BM25 retrieval: relevant articles in the top 5, scoring, the disk cache, and the RAG helpers."""
+
+import math
+import os
+import sqlite3
+from collections import Counter
+
+import pytest
+
+from utils import retrieval
+from utils.prompter import Prompter
+from utils.rag import RAG_TEMPLATE, finalize, prepare
+from utils.retrieval import BM25Index, index_documents, tokenize
+from utils.statutes import StatuteStore
+
+
+@pytest.fixture(scope="session")
+def store() -> StatuteStore:
+    return StatuteStore.load()
+
+
+@pytest.fixture(scope="session")
+def index(store) -> BM25Index:
+    return BM25Index.load(store)  # the project's cache (.cache/retrieval): built once, ~7 s, then reused
+
+
+def _top(index, query, k=5):
+    return [(h.article.short_name, h.article.number, h.article.suffix) for h in index.search(query, k)]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("入户盗窃", ("刑法", 264, 0)),
+        ("未签劳动合同 双倍工资", ("劳动合同法", 82, 0)),
+        ("醉酒驾驶机动车 处拘役", ("刑法", 133, 1)),
+        ("楼上扔东西砸伤人", ("民法典", 1254, 0)),
+        ("网购七日无理由退货", ("消费者权益保护法", 25, 0)),
+        ("事实:被告人秘密窃取他人财物。罪名:盗窃", ("刑法", 264, 0)),
+    ],
+)
+def test_relevant_article_in_top_5(index, query, expected):
+    assert expected in _top(index, query)
+
+
+def test_hits_ranked_with_scores(index):
+    hits = index.search("故意伤害他人身体致人轻伤", top_k=10)
+    assert len(hits) == 10 and [h.rank for h in hits] == list(range(1, 11))
+    assert all(a.score >= b.score > 0 for a, b in zip(hits, hits[1:]))
+    assert hits[0].to_dict()["citation"].startswith("《")
+    assert index.search("，。？", top_k=3) == []  # nothing to match: no hits rather than arbitrary ones
+    with pytest.raises(ValueError, match="top_k"):
+        index.search("盗窃", top_k=0)
+
+
+def test_charge_and_law_boosts(index):
+    assert _top(index, "罪名:诈骗", 1) == [("刑法", 266, 0)]
+    plain = index.scores("罪名:诈骗", boosts=False)
+    boosted = index.scores("罪名:诈骗")
+    row = next(i for i, a in enumerate(index.articles) if (a.short_name, a.number) == ("刑法", 266))
+    assert boosted[row] > plain[row]
+    assert index.laws_named("劳动合同法第八十二条怎么理解") == {"中华人民共和国劳动合同法"}  # not also 合同法
+    assert all(h.article.short_name == "劳动合同法" for h in index.search("劳动合同法 试用期", 3))
+
+
+def test_index_covers_current_law_only(store, index):
+    names = {a.law_name for a in index.articles}
+    assert "中华人民共和国刑法" in names  # marked 已被修改, still current
+    assert "中华人民共和国环境保护法" not in names  # repealed (已废止)
+    assert not any(a.is_boilerplate or a.is_deleted or "修正案" in a.law_name for a in index.articles)
+    assert len(index.articles) == len(index_documents(store)) > 20000
+
+
+SCHEMA = """
+CREATE TABLE laws (law_id TEXT PRIMARY KEY, law_name TEXT NOT NULL, doc_type TEXT, level TEXT, issuing_body TEXT,
+    publish_date TEXT, effective_date TEXT, version_date TEXT, status TEXT, law_department TEXT);
+CREATE TABLE articles (id INTEGER PRIMARY KEY, law_id TEXT NOT NULL, law_name TEXT NOT NULL, law_department TEXT,
+    level TEXT, status TEXT, chapter TEXT, section TEXT, article_no TEXT, article_no_arabic INTEGER,
+    article_text TEXT, char_count INTEGER);
+"""
+
+
+def _tiny_db(path):
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA)
+    conn.executemany("INSERT INTO laws (law_id, law_name, doc_type, status, version_date) VALUES (?,?,?,?,?)", [
+        ("a", "中华人民共和国示例法", "法律", "现行有效", "2020-01-01"),
+        ("b", "中华人民共和国旧示例法", "法律", "已废止", "2000-01-01")])
+    conn.executemany("INSERT INTO articles (id, law_id, law_name, chapter, article_no, article_text) VALUES (?,?,?,?,?,?)", [
+        (1, "a", "中华人民共和国示例法", "第一章 总则", "第一条", "饲养的动物造成他人损害的，饲养人应当承担责任。"),
+        (2, "a", "中华人民共和国示例法", "第一章 总则", "第二条", "租赁期限不得超过二十年。"),
+        (3, "b", "中华人民共和国旧示例法", "第一章 总则", "第一条", "饲养的动物造成损害的，管理人承担责任。")])
+    conn.commit()
+    conn.close()
+
+
+def test_index_cache_reused_and_invalidated(tmp_path):
+    db, cache = tmp_path / "laws.db", tmp_path / "cache"
+    _tiny_db(db)
+    first = BM25Index.load(StatuteStore.load(db), cache_dir=cache)
+    assert not first.from_cache and [a.number for a in first.articles] == [1, 2]  # the repealed law is left out
+    again = BM25Index.load(StatuteStore.load(db), cache_dir=cache)
+    assert again.from_cache
+    assert [(h.article.id, h.score) for h in again.search("动物 损害", 2)] == [
+        (h.article.id, h.score) for h in first.search("动物 损害", 2)]
+    [old_file] = cache.glob("bm25-*.npz")
+
+    conn = sqlite3.connect(db)  # the database changes: a new key, a rebuilt index, the stale file removed
+    conn.execute("UPDATE articles SET article_text = '承租人应当按照约定支付租金。' WHERE id = 2")
+    conn.commit()
+    conn.close()
+    os.utime(db, ns=(old_file.stat().st_mtime_ns + 10**9,) * 2)
+    changed = BM25Index.load(StatuteStore.load(db), cache_dir=cache)
+    assert not changed.from_cache
+    assert [h.article.number for h in changed.search("租金", 1)] == [2]
+    assert [p.name for p in cache.glob("bm25-*.npz")] != [old_file.name] and len(list(cache.glob("bm25-*.npz"))) == 1
+
+
+def test_rag_prompt_and_record(index):
+    context = prepare("有人入户盗窃怎么判？", top_k=3, index=index)
+    assert len(context.hits) == 3 and context.hits[0].article.number == 264
+    prompt = Prompter(RAG_TEMPLATE).generate_prompt(context.instruction, context.input)
+    assert "[1] 《刑法》第二百六十四条（罪名：盗窃罪）" in prompt and "入户盗窃" in prompt
+    assert prompt.index("### 相关法条:") < prompt.index("### 问题:") < prompt.index("### 回答:")
+    record = finalize("依据《刑法》第二百六十四条处三年以下有期徒刑；《合同法》第五十二条不适用。", context)
+    assert [a["cited"] for a in record["articles"]] == [True, False, False]
+    assert [c["status"] for c in record["citations"]] == ["verified", "repealed"]
+    assert record["citation_summary"]["repealed"] == 1
+    with pytest.raises(ValueError, match="rag_top_k"):
+        prepare("问题", top_k=0, index=index)
+
+
+def test_bm25_matches_the_formula(tmp_path):
+    """Recompute every article's score for one term from the definition (on a two-article store)."""
+    _tiny_db(tmp_path / "laws.db")
+    index = BM25Index.load(StatuteStore.load(tmp_path / "laws.db"), cache_dir=tmp_path / "cache")
+    docs = [Counter(tokenize(retrieval._indexed_text(a))) for a in index.articles]
+    n, avgdl = len(docs), sum(sum(d.values()) for d in docs) / len(docs)
+    for term in ("动物", "总则", "租赁"):
+        assert tokenize(term) == [term]
+        df = sum(term in d for d in docs)
+        expected = [math.log1p((n - df + 0.5) / (df + 0.5)) * d[term] * (retrieval.K1 + 1)
+                    / (d[term] + retrieval.K1 * (1 - retrieval.B + retrieval.B * sum(d.values()) / avgdl)) for d in docs]
+        assert index.scores(term, expand=False, boosts=False).tolist() == pytest.approx(expected, rel=1e-5)
