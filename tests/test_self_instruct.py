@@ -222,7 +222,7 @@ def test_self_instruct_end_to_end_filters_and_resumes(stub, tmp_path, monkeypatc
         f.write('{"instruction": "半行')
     n_before = len(stub.requests)
     assert self_instruct.main(si_args(tmp_path, stub.url, 8)) == 0
-    assert "dropping an unfinished last line" in capsys.readouterr().out
+    assert "dropped an unfinished last line" in capsys.readouterr().out
     second = read_jsonl(path)
     assert second[:5] == first and len(second) == 8 and len({t["instruction"] for t in second}) == 8
     assert len(stub.requests) > n_before

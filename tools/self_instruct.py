@@ -39,6 +39,7 @@ from tqdm import tqdm  # noqa: E402
 from utils.data import DataError, read_records  # noqa: E402
 from utils.generators import GeneratorError, add_generator_arguments, generator_from_args  # noqa: E402
 from utils.lawbench_metrics import rouge_l  # noqa: E402
+from utils.results_log import repair_tail  # noqa: E402
 
 DEFAULT_SEEDS = ROOT / "resources" / "seed_tasks.jsonl"
 NO_INPUT = "<无输入>"
@@ -157,20 +158,6 @@ def load_tasks(path: Path, what: str) -> list[dict]:
     return tasks
 
 
-def repair_tail(path: Path) -> bool:
-    """Drop an unfinished last line (a run killed mid-write); True if something was dropped."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return False
-    raw = path.read_bytes()
-    if raw.endswith(b"\n"):
-        return False
-    cut = raw.rfind(b"\n") + 1
-    print(f"[self_instruct] {path}: dropping an unfinished last line ({len(raw) - cut} bytes) from an interrupted run")
-    with open(path, "r+b") as f:
-        f.truncate(cut)
-    return True
-
-
 @dataclass
 class Summary:
     existing: int = 0
@@ -187,7 +174,9 @@ class Summary:
 def generate(args: argparse.Namespace, generator) -> Summary:
     output = Path(args.output)
     seeds = load_tasks(Path(args.seed_tasks), "a seed task")
-    repair_tail(output)
+    dropped = repair_tail(output)
+    if dropped:
+        print(f"[self_instruct] {output}: dropped an unfinished last line ({dropped} bytes) from an interrupted run")
     previous = load_tasks(output, "a generated task") if output.is_file() else []
     summary = Summary(existing=len(previous))
     pool = Pool(args.similarity_threshold)
