@@ -1,0 +1,113 @@
+"""LoRA instruction tuning on Alpaca-style legal Q&A (single- and multi-turn), prompt tokens masked.
+
+Single device (CPU, one GPU):
+
+    python finetune.py --base_model outputs/legal-base --data_path data/instruct/train.jsonl \\
+        --output_dir outputs/sft-legal --prompt_template_name law_template \\
+        --batch_size 32 --micro_batch_size 4 --num_epochs 3 --learning_rate 3e-4 --cutoff_len 512 \\
+        --val_set_size 200 --lora_r 8 --lora_alpha 16 --lora_target_modules "[q_proj,v_proj]"
+
+Several GPUs (QLoRA on a big model: add --load_4bit True; ZeRO: --deepspeed scripts/ds_zero2.json):
+
+    torchrun --nproc_per_node=8 finetune.py <same arguments>
+
+The original LaWGPT command line (scripts/finetune.sh) runs unchanged: --batch_size / --micro_batch_size
+become gradient accumulation (batch_size / micro_batch_size / world size), --num_epochs, the wandb flags
+(with or without a value) map to --report_to, --resume_from_checkpoint may name the output directory
+itself. Records are ``instruction``, optional ``input``, ``output``, optional ``history`` (earlier
+[question, answer] turns, whose answers are trained too). Labels: prompt tokens are IGNORE_INDEX unless
+``--train_on_inputs``; examples are cut at ``--cutoff_len``; EOS ends every answer that fits
+(``--add_eos_token``). The output directory holds the adapter (peft save_pretrained, safetensors), the
+tokenizer and run_info.json with ``base_model`` and ``prompt_template``, so merge_lora.py and infer.py
+find both without being told. ``python finetune.py --help`` lists every flag.
+"""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from utils.data import IGNORE_INDEX, DataError, expand_paths, files_sha256, load_instruction_data, sft_example
+from utils.prompter import Prompter
+from utils.training import (
+    ConfigError,
+    args_record,
+    log,
+    make_trainer,
+    parse_args,
+    prepare_model,
+    run_entry,
+    split_holdout,
+    train_and_save,
+)
+
+
+@dataclass
+class SftDataArguments:
+    data_path: list[str] = field(default_factory=list, metadata={
+        "help": "instruction data: .json/.jsonl with instruction, input, output, history (or directories of them)"})
+    prompt_template_name: str = field(default="law_template", metadata={
+        "help": "template name in templates/ (law_template, alpaca) or a path to a .json template"})
+    cutoff_len: int = field(default=512, metadata={"help": "maximum tokens per example (longer ones are truncated)"})
+    train_on_inputs: bool = field(default=False, metadata={
+        "help": "also train on the prompt tokens (default: they get IGNORE_INDEX)"})
+    add_eos_token: bool = field(default=True, metadata={"help": "end each answer that fits with EOS"})
+
+    def __post_init__(self):
+        if not self.data_path:
+            raise ConfigError("--data_path is required (instruction data)")
+        if self.cutoff_len < 8:
+            raise ConfigError(f"--cutoff_len {self.cutoff_len}: must be at least 8")
+
+
+def tokenize_items(items: list[dict], tokenizer, prompter: Prompter, data_args: SftDataArguments) -> list[dict]:
+    out = []
+    for item in items:
+        segments = prompter.segments(item["instruction"], item["input"], item["output"], item["history"])
+        out.append(sft_example(tokenizer, segments, data_args.cutoff_len, data_args.train_on_inputs,
+                               data_args.add_eos_token))
+    return out
+
+
+def main(model_args, lora_args, data_args, legacy, training) -> dict:
+    prompter = Prompter(data_args.prompt_template_name)
+    files = expand_paths(data_args.data_path, (".json", ".jsonl"))
+    items = [item for f in files for item in load_instruction_data(f)]
+    train_items, val_items = split_holdout(items, legacy.val_set_size, training.seed)
+    prepared = prepare_model(model_args, lora_args, training)
+    with training.main_process_first(desc="tokenise"):
+        train_ds = tokenize_items(train_items, prepared.tokenizer, prompter, data_args)
+        val_ds = tokenize_items(val_items, prepared.tokenizer, prompter, data_args)
+    # A prompt longer than cutoff_len leaves no answer token: such an example teaches nothing (and a batch
+    # of them has no loss), so it is left out — counted, named and recorded.
+    empty = [item["where"] for item, ex in zip(train_items, train_ds) if all(t == IGNORE_INDEX for t in ex["labels"])]
+    if empty:
+        log(training, f"{len(empty)} examples have no answer token within --cutoff_len {data_args.cutoff_len} "
+                      f"and are left out (first: {empty[0]})")
+        train_ds = [ex for ex in train_ds if any(t != IGNORE_INDEX for t in ex["labels"])]
+    if not train_ds:
+        raise DataError(f"{', '.join(map(str, files))}: no example keeps an answer token within --cutoff_len")
+    train_tokens = sum(len(ex["input_ids"]) for ex in train_ds)
+    log(training, f"{len(train_ds)} training examples ({train_tokens:,} tokens), {len(val_ds)} held out; "
+                  f"template {data_args.prompt_template_name}")
+    trainer = make_trainer(prepared, training, train_ds, val_ds or None)
+    info = {
+        "stage": "sft",
+        "base_model": str(Path(model_args.base_model).resolve()),
+        "tokenizer": str(Path(prepared.tokenizer_dir).resolve()),
+        "prompt_template": data_args.prompt_template_name,
+        "adapter": lora_args.lora_r > 0,
+        "data_files": [str(f) for f in files],
+        "data_sha256": files_sha256(files),
+        "examples": {"train": len(train_ds), "eval": len(val_ds), "left_out_no_answer": len(empty)},
+        "train_tokens": train_tokens,
+        "args": args_record(model_args, lora_args, data_args, legacy, training),
+    }
+    return train_and_save(trainer, prepared, training, info)
+
+
+def parse(argv=None):
+    return parse_args(SftDataArguments, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run_entry("finetune", parse, main))
