@@ -264,3 +264,13 @@ def test_self_instruct_local_model_junk_is_rejected_not_written(tiny_model_dir, 
     assert "2 requests" in captured.out and "unparseable 2" in captured.out and "0 kept" in captured.out
     assert "rerun the same command to continue" in captured.err
     assert (tmp_path / "si.jsonl").read_text(encoding="utf-8") == ""
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"api_base": "127.0.0.1:8000/v1"}, "must start with http"), ({"model": ""}, "--model is required"),
+    ({"timeout": 0}, "--request_timeout must be > 0"), ({"concurrency": 0}, "--concurrency must be >= 1"),
+])
+def test_openai_generator_rejects_bad_settings(kwargs, message):
+    settings = {"api_base": "http://127.0.0.1:1/v1", "model": "m", **kwargs}
+    with pytest.raises(GeneratorError, match=message):
+        OpenAIGenerator(**settings)

@@ -125,7 +125,8 @@ def rule_reasons(data: dict, store: StatuteStore, args: argparse.Namespace) -> l
 
 def judge_items(items: list[tuple[int, dict]], generator, args: argparse.Namespace) -> dict[int, dict]:
     """Judge replies by item index, asking only for items the cache does not hold yet."""
-    judge_id = f"{generator.name}:{getattr(generator, 'model', None) or args.model_path}:{RUBRIC_ID}"
+    model = getattr(generator, "model", None) or "+".join(filter(None, (args.model_path, args.lora_weights)))
+    judge_id = f"{generator.name}:{model}:{RUBRIC_ID}"
     keys = {i: item_key(i, d["instruction"], d.get("input") or "", d["output"]) for i, d in items}
     with ResultsLog(args.judge_cache) as cache:
         if cache.dropped_bytes:

@@ -87,10 +87,10 @@ class OpenAIGenerator:
             raise GeneratorError(f"--api_base {api_base!r} must start with http:// or https://")
         if not model:
             raise GeneratorError("--model is required with --backend openai (the model name the server serves)")
-        for name, value, low in (("timeout", timeout, 0), ("backoff", backoff, -1), ("max_retries", max_retries, -1),
-                                 ("concurrency", concurrency, 0)):
-            if value <= low:
-                raise GeneratorError(f"--{name} {value!r} must be > {low}")
+        for name, ok, rule in (("request_timeout", timeout > 0, "> 0"), ("backoff", backoff >= 0, ">= 0"),
+                               ("max_retries", max_retries >= 0, ">= 0"), ("concurrency", concurrency >= 1, ">= 1")):
+            if not ok:
+                raise GeneratorError(f"--{name} must be {rule}")
         self.url = api_base.rstrip("/") + "/chat/completions"
         self.model = model
         self._api_key = api_key  # never printed, never part of an error message
