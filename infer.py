@@ -62,6 +62,26 @@ def read_questions(path: str | None) -> tuple[list[dict] | None, str]:
     return items, ""
 
 
+class RagHook:
+    """--rag: statutes retrieved for each question go into the prompt (templates/law_rag.json), and each
+    answer's record gets the articles used and the verdict on every citation in it (utils/rag.py)."""
+
+    def __init__(self, top_k: int):
+        from utils import rag
+
+        if top_k < 1:
+            raise ValueError(f"--rag_top_k {top_k} must be >= 1")
+        self.rag, self.top_k = rag, top_k
+
+    def context(self, instruction: str, input: str | None):
+        question = f"{instruction}\n{input}" if input else instruction  # case material helps retrieval too
+        return self.rag.prepare(question, self.top_k)
+
+    def annotate(self, answer: str, context) -> dict:
+        checked = self.rag.finalize(answer, context)
+        return {key: checked[key] for key in ("articles", "citations", "citation_summary")}
+
+
 def run_fingerprint(engine: Engine, params: GenerationParams, rag: bool, rag_top_k: int) -> str:
     """Identifies model + settings, so a rerun never mixes answers of two different configurations."""
     loaded = engine.loaded
@@ -71,7 +91,7 @@ def run_fingerprint(engine: Engine, params: GenerationParams, rag: bool, rag_top
 
 
 def run_batch(engine: Engine, items: list[dict], output_path: str, params: GenerationParams, batch_size: int,
-              run_id: str, rag=None) -> dict:
+              run_id: str, rag: RagHook | None = None) -> dict:
     """Generate the answers missing from ``output_path``; returns the summary numbers."""
     from tqdm import tqdm
 
@@ -92,8 +112,8 @@ def run_batch(engine: Engine, items: list[dict], output_path: str, params: Gener
     for i in todo:  # build and length-check every prompt before generating anything
         item = items[i]
         if rag is not None:
-            contexts[i] = rag.retrieve(item["instruction"], item["input"])
-            prompts[i] = rag.prompt(engine, item, contexts[i])
+            contexts[i] = rag.context(item["instruction"], item["input"])
+            prompts[i] = engine.prompt(contexts[i].instruction, contexts[i].input, item["history"])
         else:
             prompts[i] = engine.prompt(item["instruction"], item["input"], item["history"])
         engine.check_fits(prompts[i], params.max_new_tokens, item["where"])
@@ -139,7 +159,7 @@ def print_summary(summary: dict, output_path: str) -> None:
     print(f"[infer] all {s['total']} answers: {output_path}")
 
 
-def interactive(engine: Engine, params: GenerationParams, stdin=None, stdout=None) -> None:
+def interactive(engine: Engine, params: GenerationParams, stdin=None, stdout=None, rag: RagHook | None = None) -> None:
     """A multi-turn chat on stdin/stdout with streamed answers; /reset and /exit."""
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     history: list[tuple[str, str]] = []
@@ -159,8 +179,10 @@ def interactive(engine: Engine, params: GenerationParams, stdin=None, stdout=Non
             history = []
             print("[infer] conversation cleared", file=stdout)
             continue
+        context = rag.context(question, None) if rag else None
+        instruction, material = (context.instruction, context.input) if context else (question, None)
         try:
-            kept, dropped = engine.fit_history(question, None, history, params.max_new_tokens)
+            kept, dropped = engine.fit_history(instruction, material, history, params.max_new_tokens)
         except PromptTooLongError as e:
             print(f"[infer] {e}", file=stdout)
             continue
@@ -168,18 +190,16 @@ def interactive(engine: Engine, params: GenerationParams, stdin=None, stdout=Non
             print(f"[infer] the {dropped} oldest turn(s) no longer fit the context and were left out", file=stdout)
         print("LaWGPT: ", end="", file=stdout, flush=True)
         shown = ""
-        for text in engine.stream(question, history=kept, params=params):
+        for text in engine.stream(instruction, material, history=kept, params=params):
             print(text[len(shown):] if text.startswith(shown) else "\n" + text, end="", file=stdout, flush=True)
             shown = text
         print(file=stdout, flush=True)
+        if context:
+            checked = rag.annotate(shown, context)
+            print("[法条] " + "；".join(a["citation"] for a in checked["articles"]), file=stdout)
+            counts = ", ".join(f"{k} {v}" for k, v in checked["citation_summary"].items() if v)
+            print(f"[引用核查] {counts or 'no citations in the answer'}", file=stdout)
         history = kept + [(question, shown)]
-
-
-def load_rag(rag: bool, rag_top_k: int):
-    """The retrieval-augmented prompt builder of utils/rag.py, when --rag is asked for."""
-    if not rag:
-        return None
-    raise ValueError("--rag: statute retrieval (utils/rag.py) is not part of this checkout yet")
 
 
 def main(
@@ -212,7 +232,8 @@ def main(
     Args:
         base_model: base model directory (default: from --lora_weights/run_info.json).
         lora_weights: LoRA adapter directory (optional).
-        prompt_template: template name in templates/ or a .json path (default: the adapter's, else law_template).
+        prompt_template: template name in templates/ or a .json path (default: the adapter's, else law_template;
+            with --rag: law_rag).
         infer_data_path: .json/.jsonl questions; missing or empty: interactive mode.
         output_path: answers JSONL (default: outputs/infer/<data file name>.jsonl); resumed when it exists.
         overwrite: delete an existing --output_path first instead of resuming it.
@@ -227,7 +248,8 @@ def main(
         no_repeat_ngram_size: forbid repeating any n-gram of this size (0 = off; try 6-10 for a looping model).
         do_sample: force sampling on/off (default: on when temperature > 0).
         seed: random seed for sampling.
-        rag: retrieve statutes for each question and answer from them (utils/rag.py).
+        rag: retrieve statutes for each question, put them in the prompt, and record the articles and the
+            check of every citation in the answer (utils/rag.py).
         rag_top_k: how many articles to retrieve with --rag.
         trust_remote_code: allow model code from the model directory (off by default).
     """
@@ -237,18 +259,20 @@ def main(
                               num_beams=num_beams, repetition_penalty=repetition_penalty,
                               no_repeat_ngram_size=no_repeat_ngram_size, do_sample=do_sample, seed=seed)
     items, why = read_questions(infer_data_path)  # data errors surface before the (slow) model load
-    rag_builder = load_rag(rag, rag_top_k)
+    rag_hook = RagHook(rag_top_k) if rag else None
     output = output_path or str(ROOT / "outputs" / "infer" / f"{Path(infer_data_path).stem}.jsonl")
     if items is not None and overwrite:
         Path(output).unlink(missing_ok=True)
+    if rag and not prompt_template:
+        prompt_template = rag_hook.rag.RAG_TEMPLATE  # tells the model to answer from the articles and cite them
     engine = Engine.from_pretrained(base_model, lora_weights, prompt_template, device=device, dtype=dtype,
                                     load_8bit=load_8bit, load_4bit=load_4bit, trust_remote_code=trust_remote_code)
     if items is None:
         print(f"[infer] {why}: starting interactive mode")
-        interactive(engine, params)
+        interactive(engine, params, rag=rag_hook)
         return
     run_id = run_fingerprint(engine, params, rag, rag_top_k)
-    summary = run_batch(engine, items, output, params, batch_size, run_id, rag_builder)
+    summary = run_batch(engine, items, output, params, batch_size, run_id, rag_hook)
     print_summary(summary, output)
 
 

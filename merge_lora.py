@@ -64,19 +64,6 @@ def _check_output_dir(output: Path, sources: list[Path], overwrite: bool) -> Non
         raise MergeError(f"--output_dir {output} is not empty: pass --overwrite to replace it")
 
 
-def _untie_if_diverged(model) -> bool:
-    """Separately trained embed_tokens and lm_head copies must not be re-tied when the model is reloaded."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
-    if not getattr(config, "tie_word_embeddings", False) or embed is head or embed.shape != head.shape:
-        return False
-    if bool((embed == head).all()):
-        return False
-    for c in {id(model.config): model.config, id(config): config}.values():
-        c.tie_word_embeddings = False
-    return True
-
-
 def _replace_dir(tmp: Path, output: Path) -> None:
     old = output.with_name(f".{output.name}.old-{os.getpid()}")
     if output.exists():
@@ -136,8 +123,9 @@ def main(
     print(f"[merge] max abs logit diff, merged vs adapter: {diff:.3g} (tolerance {limit:g})", flush=True)
     if not diff <= limit:
         raise MergeError(f"merged model differs from the adapter by {diff:.3g} > --tolerance {limit:g}: nothing written")
-    untied = _untie_if_diverged(merged)
 
+    # peft unties embeddings whose trained copies diverged; the reload check below proves they stay so.
+    tied = bool(getattr(merged.config, "tie_word_embeddings", False))
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.merging-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -164,7 +152,7 @@ def main(
             "reloaded_max_abs_logit_diff": reload_diff,
             "adapter_effect_max_abs_logit": effect,
             "tolerance": limit,
-            "untied_embeddings": untied,
+            "tie_word_embeddings": tied,
             "adapter_run_info": read_run_info(lora),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

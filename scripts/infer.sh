@@ -10,14 +10,14 @@ source scripts/env.sh
 
 BASE_MODEL="${BASE_MODEL:-}"                # empty: from $LORA_WEIGHTS/run_info.json
 LORA_WEIGHTS="${LORA_WEIGHTS-outputs/sft-demo}"
-PROMPT_TEMPLATE="${PROMPT_TEMPLATE:-law_template}"
+PROMPT_TEMPLATE="${PROMPT_TEMPLATE:-}"          # empty: the adapter's (run_info.json), else law_template
 INFER_DATA_PATH="${INFER_DATA_PATH-resources/example_infer_data.json}"
 OUTPUT_PATH="${OUTPUT_PATH:-outputs/infer/example_infer_data.jsonl}"
 
 python infer.py \
     ${BASE_MODEL:+--base_model "$BASE_MODEL"} \
     ${LORA_WEIGHTS:+--lora_weights "$LORA_WEIGHTS"} \
-    --prompt_template "$PROMPT_TEMPLATE" \
+    ${PROMPT_TEMPLATE:+--prompt_template "$PROMPT_TEMPLATE"} \
     --infer_data_path "$INFER_DATA_PATH" \
     --output_path "$OUTPUT_PATH" \
     --batch_size 8 \

@@ -171,3 +171,22 @@ def test_killed_run_resumes_with_every_record_once(tiny_model_dir, tmp_path):
     assert "already in" in done.stdout
     records = read_output(out)
     assert sorted(r["index"] for r in records) == list(range(14))
+
+
+@pytest.mark.slow
+def test_rag_records_carry_articles_and_citation_verdicts(tiny_model_dir, tmp_path):
+    rag_engine = Engine.from_pretrained(str(tiny_model_dir), prompt_template="law_rag")
+    hook = infer.RagHook(top_k=1)
+    items, _ = infer.read_questions(str(write_questions(tmp_path / "q.jsonl", [
+        {"instruction": "入户盗窃怎么处罚？"}, {"instruction": "公司不签劳动合同要付双倍工资吗？"}])))
+    out = tmp_path / "answers.jsonl"
+    infer.run_batch(rag_engine, items, str(out), PARAMS, batch_size=2, run_id="rag", rag=hook)
+    records = sorted(read_output(out), key=lambda r: r["index"])
+    assert len(records) == 2
+    for record, item in zip(records, items):
+        assert len(record["articles"]) == 1 and record["articles"][0]["text"]
+        assert isinstance(record["citations"], list) and "verified" in record["citation_summary"]
+        context = hook.context(item["instruction"], item["input"])
+        prompt = rag_engine.prompt(context.instruction, context.input)
+        assert record["articles"][0]["text"][:50] in prompt  # the answer was generated from the article
+        assert record["answer"] == rag_engine.generate([prompt], PARAMS)[0].text

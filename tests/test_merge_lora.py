@@ -1,5 +1,6 @@
 """merge_lora.py on the tiny LLaMA with adapters made here by peft (nonzero LoRA B, so merging matters)."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,8 +50,23 @@ def logits(loaded, text: str, extra_ids=()):
         return loaded.model(input_ids=torch.tensor([ids])).logits
 
 
-@pytest.mark.parametrize("extend", [False, True], ids=["lora-qv", "extended-vocab"])
-def test_merged_model_reproduces_the_adapter(tiny_model_dir, tmp_path, extend):
+def tied_copy(model_dir: Path, out: Path) -> Path:
+    """The tiny model with tied input/output embeddings (as Gemma, the demo model, has)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    shutil.copytree(model_dir, out)
+    config = LlamaConfig.from_pretrained(str(out))
+    config.tie_word_embeddings = True
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(str(out))
+    return out
+
+
+@pytest.mark.parametrize("extend,tied", [(False, False), (True, False), (True, True)],
+                         ids=["lora-qv", "extended-vocab", "extended-vocab-tied-embeddings"])
+def test_merged_model_reproduces_the_adapter(tiny_model_dir, tmp_path, extend, tied):
+    if tied:  # separately trained embed_tokens/lm_head copies must not be tied back together on reload
+        tiny_model_dir = tied_copy(tiny_model_dir, tmp_path / "tied-base")
     adapter = make_adapter(tiny_model_dir, tmp_path / "adapter", extend=extend)
     out = tmp_path / "merged"
     result = merge_lora.main(lora_model=str(adapter), output_dir=str(out))  # base from run_info.json
@@ -61,6 +77,7 @@ def test_merged_model_reproduces_the_adapter(tiny_model_dir, tmp_path, extend):
     info = read_run_info(out)
     assert info["merged_from"] == {"base_model": str(tiny_model_dir), "lora_model": str(adapter)}
     assert info["prompt_template"] == "law_template" and info["adapter_effect_max_abs_logit"] > 0.05
+    assert info["tie_word_embeddings"] is False
 
     merged = load_for_inference(str(out))
     with_adapter = load_for_inference(str(tiny_model_dir), str(adapter))
