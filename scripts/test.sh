@@ -7,6 +7,14 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 source scripts/env.sh
 
+# The browser test (tests/test_webui_browser.py) drives Debian's chromium; install it (and a CJK font, so
+# screenshots show Chinese, not boxes) when missing and we may. Otherwise that test is skipped, and says so.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "[test] installing chromium + chromium-driver + fonts-wqy-zenhei for the browser test"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-wqy-zenhei; } \
+    || echo "[test] warning: could not install chromium: the browser test will be skipped" >&2
+fi
+
 echo "[test] ruff check"
 ruff check .
 
