@@ -21,6 +21,7 @@ from utils.webui_app import (
     TITLE_BEAMS,
     TITLE_ERROR,
     TITLE_NOTICE,
+    TITLE_SOURCES,
     TITLE_TRIMMED,
     UISettings,
     build_app,
@@ -198,6 +199,26 @@ def test_auth_takes_effect(server):
         assert answer_of(reply)
     finally:
         app.close()
+
+
+def test_rag_shows_articles_and_citation_check(tiny_model_dir):
+    from utils import rag
+
+    engine = Engine.from_pretrained(str(tiny_model_dir), prompt_template=rag.RAG_TEMPLATE)
+    app = build_app(engine, UISettings(rag_top_k=2), rag=rag)
+    _, url, _ = app.launch(**launch_options("127.0.0.1", free_port()), prevent_thread_lock=True, quiet=True)
+    try:
+        question = "入户盗窃怎么判？"
+        reply = client(url).predict(question, *params(), api_name="/chat")
+    finally:
+        app.close()
+    context = rag.prepare(question, top_k=2)
+    answer = answer_of(reply)
+    assert answer == engine.answer(context.instruction, context.input, max_new_tokens=16)  # articles in the prompt
+    checked = rag.finalize(answer, context)
+    sources = notes_of(reply)[TITLE_SOURCES]
+    assert sources == render_sources(checked["articles"], checked["citations"])
+    assert all(hit.article.citation in sources for hit in context.hits) and len(context.hits) == 2
 
 
 # ---------------------------------------------------------------- pieces without a server

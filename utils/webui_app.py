@@ -159,9 +159,10 @@ class ChatHandler:
                                       num_beams=int(num_beams), max_new_tokens=int(max_new_tokens),
                                       repetition_penalty=float(repetition_penalty))
             context = self.rag.prepare(question, top_k=self.settings.rag_top_k) if self.rag else None
-            material = context.input if context is not None else None
+            # With --rag the retrieved articles are the template's input (templates/law_rag.json).
+            instruction, material = (context.instruction, context.input) if context is not None else (question, None)
             try:
-                kept, dropped = self.engine.fit_history(question, material, history_pairs(history),
+                kept, dropped = self.engine.fit_history(instruction, material, history_pairs(history),
                                                         params.max_new_tokens)
             except PromptTooLongError as e:
                 yield [note(TITLE_NOTICE, f"抱歉，这个问题加上要生成的回答放不进模型的上下文（{e}）。"
@@ -174,12 +175,12 @@ class ChatHandler:
                 notes.append(note(TITLE_BEAMS, f"束搜索（beams={params.num_beams}）要到结束才知道答案，"
                                                "这次不流式输出，请稍候。"))
             if streaming and params.num_beams == 1:
-                with closing(self.engine.stream(question, material, kept, params)) as stream:
+                with closing(self.engine.stream(instruction, material, kept, params)) as stream:
                     for text in stream:
                         shown = text
                         yield notes + [answer_message(shown)]
             else:
-                prompt = self.engine.prompt(question, material, kept)
+                prompt = self.engine.prompt(instruction, material, kept)
                 result: list = []
                 yield from self._wait(lambda stop: result.extend(self.engine.generate([prompt], params, stop)),
                                       notes + [note(TITLE_NOTICE, "正在生成，完成后一次显示……")])
