@@ -35,7 +35,9 @@ from utils.prompter import TemplateError  # noqa: E402
 
 PREDICTIONS = "predictions.jsonl"
 # Settings that must not change when a run resumes (they change the answers).
-RUN_KEYS = ("base_model", "lora_weights", "prompt_template", "shots", "max_new_tokens", "data_manifest_sha256")
+RUN_KEYS = ("base_model", "lora_weights", "prompt_template", "shots", "max_new_tokens", "data_manifest_sha256",
+            "rag_top_k")
+RAG_HEADER = "\n可参考的法律条文（检索所得，请据此作答）：\n"
 
 
 class EvalError(RuntimeError):
@@ -57,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train_data", nargs="+", help="training file(s) to check the test items against (contamination)")
     p.add_argument("--ngram", type=int, default=contamination.DEFAULT_N, help="n-gram size of the contamination check")
     p.add_argument("--contamination_threshold", type=float, default=contamination.DEFAULT_THRESHOLD)
+    p.add_argument("--rag", action="store_true",
+                   help="retrieve statutes for each item's question and add them to the instruction (utils/rag.py)")
+    p.add_argument("--rag_top_k", type=int, default=3, help="articles retrieved per item with --rag")
     p.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="render these runs side by side; no model is loaded")
     p.add_argument("--labels", nargs="+", help="column names for --compare (default: directory names)")
     p.add_argument("--device", default="auto")
@@ -66,16 +71,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         p.error(f"--limit must be >= 1, got {args.limit}")
-    if args.batch_size < 1 or args.max_new_tokens < 1:
-        p.error("--batch_size and --max_new_tokens must be >= 1")
+    if args.batch_size < 1 or args.max_new_tokens < 1 or args.rag_top_k < 1:
+        p.error("--batch_size, --max_new_tokens and --rag_top_k must be >= 1")
     if not args.compare and not (args.base_model or args.lora_weights):
         p.error("give --base_model and/or --lora_weights (or --compare RUN_DIR ...)")
     return args
 
 
-def fit_prompt(engine, item: dict, max_new_tokens: int) -> tuple[str, bool]:
+def with_statutes(instruction: str, question: str, top_k: int) -> tuple[str, list[str]]:
+    """--rag: the task instruction plus the articles retrieved for the question (the case text stays whole
+    in the input, so truncation below can only shorten the case, never the articles)."""
+    from utils import rag
+
+    hits = rag.default_index().search(question, top_k)
+    return instruction + RAG_HEADER + rag.format_articles(hits), [hit.article.citation for hit in hits]
+
+
+def fit_prompt(engine, item: dict, max_new_tokens: int, instruction: str | None = None) -> tuple[str, bool]:
     """The item's prompt; when it does not fit the context, the middle of the case text is cut out."""
-    instruction, question = lb.prompt_fields(item)
+    task_instruction, question = lb.prompt_fields(item)
+    instruction = instruction or task_instruction
     prompt = engine.prompt(instruction, question)
     limit = engine.context_length
     if limit is None or engine.count_tokens(prompt) + max_new_tokens <= limit:
@@ -134,12 +149,19 @@ def generate(engine, items_by_task: dict, output_dir: Path, args) -> int:
     with open(path, "a", encoding="utf-8") as out, tqdm(total=len(todo), desc="generating", unit="item") as bar:
         for task in items_by_task:
             pending = [item for item in todo if item["task"] == task]
-            prompts = [fit_prompt(engine, item, args.max_new_tokens) for item in pending]
+            retrieved = [None] * len(pending)
+            instructions = [None] * len(pending)
+            if args.rag:
+                for i, item in enumerate(pending):
+                    instructions[i], retrieved[i] = with_statutes(*lb.prompt_fields(item), args.rag_top_k)
+            prompts = [fit_prompt(engine, item, args.max_new_tokens, instructions[i]) for i, item in enumerate(pending)]
             for batch in engine.generate_batched([p for p, _ in prompts], params, args.batch_size):
                 for i, generation in batch:
                     record = {"task": task, "index": pending[i]["index"], "prediction": generation.text,
                               "truncated": prompts[i][1], "prompt_tokens": generation.prompt_tokens,
                               "new_tokens": generation.new_tokens, "finish_reason": generation.finish_reason}
+                    if args.rag:
+                        record["retrieved"] = retrieved[i]
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 out.flush()  # a finished batch survives an interruption
                 bar.update(len(batch))
@@ -163,7 +185,8 @@ def score(items_by_task: dict, output_dir: Path, args, info: dict) -> dict:
         tasks.append(row)
         details.extend({"task": task, "index": item["index"], **d} for item, d in zip(items, per_item))
     write_jsonl(output_dir / "details.jsonl", details)
-    meta = {k: info.get(k) for k in ("base_model", "lora_weights", "prompt_template", "shots", "limit", "data_source")}
+    meta = {k: info.get(k) for k in ("base_model", "lora_weights", "prompt_template", "shots", "limit", "data_source",
+                                     "rag_top_k")}
     if check is not None:
         meta["contamination"] = {"train_data": args.train_data, "ngram": args.ngram,
                                  "threshold": args.contamination_threshold,
@@ -188,7 +211,7 @@ def main(argv=None) -> dict:
     manifest = Path(args.data_dir) / "manifest.json"
     info = {"base_model": engine.loaded.base_model, "lora_weights": args.lora_weights,
             "prompt_template": engine.prompter.name, "shots": args.shots, "max_new_tokens": args.max_new_tokens,
-            "limit": args.limit, "tasks": task_ids, "data_manifest_sha256": files_sha256([manifest]),
+            "limit": args.limit, "tasks": task_ids, "rag_top_k": args.rag_top_k if args.rag else None, "data_manifest_sha256": files_sha256([manifest]),
             "data_source": json.loads(manifest.read_text(encoding="utf-8"))["source"]}
     output_dir.mkdir(parents=True, exist_ok=True)
     check_run_info(output_dir, info)

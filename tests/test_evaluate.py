@@ -104,3 +104,28 @@ def test_script_exits_with_one_line(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().startswith("evaluate: error:") and "prepare_lawbench.py" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_rag_puts_retrieved_articles_in_the_prompt(tiny_model_dir, data_dir, tmp_path, monkeypatch):
+    prompts = []
+    real = evaluate.fit_prompt
+
+    def spy(engine, item, max_new_tokens, instruction=None):
+        prompt = real(engine, item, max_new_tokens, instruction)
+        prompts.append(prompt[0])
+        return prompt
+
+    monkeypatch.setattr(evaluate, "fit_prompt", spy)
+    out = tmp_path / "rag"
+    evaluate.main(["--base_model", str(tiny_model_dir), "--tasks", "3-3", "--limit", "2", "--max_new_tokens", "4",
+                   "--data_dir", str(data_dir), "--output_dir", str(out), "--rag", "--rag_top_k", "2"])
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(records) == 2 and all(len(r["retrieved"]) == 2 for r in records)
+    # the question is about a stolen phone: 刑法 第二百六十四条 (盗窃) is retrieved and shown to the model
+    assert any("第二百六十四条" in c for c in records[0]["retrieved"])
+    assert all(evaluate.RAG_HEADER in p and records[0]["retrieved"][0] in p for p in prompts[:1])
+    assert json.loads((out / "run_info.json").read_text(encoding="utf-8"))["rag_top_k"] == 2
+    with pytest.raises(evaluate.EvalError, match="different rag_top_k"):  # resuming without --rag is refused
+        evaluate.main(["--base_model", str(tiny_model_dir), "--tasks", "3-3", "--limit", "2", "--max_new_tokens", "4",
+                       "--data_dir", str(data_dir), "--output_dir", str(out)])
