@@ -261,8 +261,6 @@ def main(
     items, why = read_questions(infer_data_path)  # data errors surface before the (slow) model load
     rag_hook = RagHook(rag_top_k) if rag else None
     output = output_path or str(ROOT / "outputs" / "infer" / f"{Path(infer_data_path).stem}.jsonl")
-    if items is not None and overwrite:
-        Path(output).unlink(missing_ok=True)
     if rag and not prompt_template:
         prompt_template = rag_hook.rag.RAG_TEMPLATE  # tells the model to answer from the articles and cite them
     engine = Engine.from_pretrained(base_model, lora_weights, prompt_template, device=device, dtype=dtype,
@@ -271,6 +269,8 @@ def main(
         print(f"[infer] {why}: starting interactive mode")
         interactive(engine, params, rag=rag_hook)
         return
+    if overwrite:  # only now that the model loaded: a failed start must not cost the old answers
+        Path(output).unlink(missing_ok=True)
     run_id = run_fingerprint(engine, params, rag, rag_top_k)
     summary = run_batch(engine, items, output, params, batch_size, run_id, rag_hook)
     print_summary(summary, output)
