@@ -122,6 +122,10 @@ if __name__ == "__main__":  # the README screenshot: URL, output PNG, question
         try:
             print(ask(browser, url, question, timeout=600))
             time.sleep(1)
+            # Scroll the conversation back to its top, so the picture shows the question and how the answer starts.
+            browser.execute_script("""document.querySelectorAll('#lawgpt-chatbot *').forEach(
+                e => { if (e.scrollHeight > e.clientHeight + 4) e.scrollTop = 0; });""")
+            time.sleep(0.5)
             tmp = out.with_suffix(".tmp.png")
             browser.save_screenshot(str(tmp))
             os.replace(tmp, out)

@@ -225,9 +225,18 @@ class ChatHandler:
             raise failure[0]
 
 
+def _shown_path(path: str) -> str:
+    """Paths inside the repository relative to it (shorter, and no home directory on the page)."""
+    root = EXAMPLES_PATH.parent.parent
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(path)
+
+
 def header_markdown(engine: Engine, rag: bool, rag_top_k: int) -> str:
     loaded = engine.loaded
-    model = f"`{loaded.base_model}`" + (f" + LoRA `{loaded.lora_weights}`" if loaded.lora_weights else "")
+    model = f"`{_shown_path(loaded.base_model)}`"
+    if loaded.lora_weights:
+        model += f" + LoRA `{_shown_path(loaded.lora_weights)}`"
     parts = [f"模型：{model}", f"模板：`{engine.prompter.name}`", f"上下文：{engine.context_length} tokens",
              f"设备：{engine.device}"]
     if rag:
