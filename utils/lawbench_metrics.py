@@ -22,39 +22,13 @@ import re
 import unicodedata
 from collections import Counter
 
+from utils.numerals import cn_to_int  # noqa: F401 - part of this module's API
+
 # Sentences in the data run from 0 to a few hundred months; the cap sets how far off a prediction can
 # be before it earns nothing (ln(217) ≈ 5.38: a factor of ~e^5 ≈ 150 between prediction and truth).
 MAX_MONTHS = 216
 
-CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
-CN_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
 NUMBER = r"[0-9０-９]+|[零〇一二两三四五六七八九十百千万]+"
-
-
-def cn_to_int(text: str) -> int:
-    """``'二百六十四'`` → 264, ``'十二'`` → 12, ``'一千零五'`` → 1005, ``'264'`` → 264; ValueError otherwise."""
-    text = unicodedata.normalize("NFKC", text.strip())
-    if not text:
-        raise ValueError("empty number")
-    if text.isdigit():
-        return int(text)
-    if all(ch in CN_DIGITS for ch in text) and len(text) > 1:  # digit by digit: 二〇一六
-        return int("".join(str(CN_DIGITS[ch]) for ch in text))
-    total, section, digit = 0, 0, None
-    for ch in text:
-        if ch in CN_DIGITS:
-            digit = CN_DIGITS[ch]
-        elif ch in CN_UNITS:
-            unit = CN_UNITS[ch]
-            if unit == 10000:
-                total += (section + (digit or 0)) * unit
-                section = 0
-            else:
-                section += (1 if digit is None else digit) * unit  # 十二 = 12: a bare 十 means 1×10
-            digit = None
-        else:
-            raise ValueError(f"not a number: {text!r}")
-    return total + section + (digit or 0)
 
 
 # ---------------------------------------------------------------- text helpers

@@ -31,10 +31,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from utils.numerals import cn_to_int, int_to_cn  # noqa: F401 - re-exported for callers of the store
+
 STORE_VERSION = "1"  # bump when the cleaning changes: it is part of the retrieval index's cache key
 PRC = "中华人民共和国"
-CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
-CN_UNITS = {"十": 10, "百": 100, "千": 1000}
 CN_NUM = "零〇一二两三四五六七八九十百千"
 NUMERAL = rf"[{CN_NUM}]+|\d+"
 
@@ -61,40 +61,6 @@ _VERSION_NOTE = re.compile(r"[（(][^（()）]*(?:\d{4}|修正|修订|修改)[^�
 
 class StatuteError(LookupError):
     """A law or article is unknown, or a citation cannot be parsed."""
-
-
-def cn_to_int(text: str) -> int:
-    """``二百六十四`` / ``一千零五`` / ``十七`` / ``264`` → int; ValueError on anything else."""
-    if text.isdigit():
-        return int(text)
-    if not text or any(ch not in CN_DIGITS and ch not in CN_UNITS for ch in text):
-        raise ValueError(f"not a numeral: {text!r}")
-    total, digit = 0, None
-    for ch in text:
-        if ch in CN_DIGITS:
-            digit = CN_DIGITS[ch]
-        else:
-            total += (1 if digit is None else digit) * CN_UNITS[ch]  # 十七: an implicit 一 before 十
-            digit = None
-    return total + (digit or 0)
-
-
-def int_to_cn(n: int) -> str:
-    """264 → 二百六十四, 1005 → 一千零五, 17 → 十七 (the way statutes number their articles)."""
-    if not 0 < n < 10000:
-        raise ValueError(f"article number out of range: {n}")
-    digits = "零一二三四五六七八九"
-    if n < 20:
-        return ("十" if n >= 10 else "") + (digits[n % 10] if n % 10 or n < 10 else "")
-    out, zero = "", False
-    for unit, name in ((1000, "千"), (100, "百"), (10, "十"), (1, "")):
-        d = n // unit % 10
-        if d:
-            out += ("零" if zero else "") + digits[d] + name
-            zero = False
-        elif out:
-            zero = True
-    return out
 
 
 def article_label(number: int, suffix: int = 0) -> str:
