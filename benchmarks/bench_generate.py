@@ -1,6 +1,7 @@
 """Generation throughput: utils/engine.py at batch 1/8/16 vs the original LaWGPT's one-at-a-time loop.
 
     python benchmarks/bench_generate.py                      # ~28M-param random LLaMA, 16 questions x 64 tokens
+    python benchmarks/bench_generate.py --threads 2          # on a quiet machine
     python benchmarks/bench_generate.py --model_dir DIR      # any local model instead
 
 Same model, same 16 prompts, one process; the runs are interleaved over --repeats rounds and each
@@ -79,9 +80,16 @@ def engine_run(engine: Engine, prompts: list[str], params: GenerationParams, bat
 
 
 def main(model_dir: str | None = None, max_new_tokens: int = 64, hidden: int = 512, layers: int = 8,
-         batch_sizes: tuple[int, ...] = (1, 8, 16), repeats: int = 2, output: str | None = None) -> dict:
-    """Print a Markdown table of tokens/s (best of --repeats rounds); --output writes the numbers as JSON too."""
+         batch_sizes: tuple[int, ...] = (1, 8, 16), repeats: int = 2, threads: int = 1,
+         output: str | None = None) -> dict:
+    """Print a Markdown table of tokens/s (best of --repeats rounds); --output writes the numbers as JSON too.
+
+    --threads 1 by default: on a shared 2-core machine, 2 OpenMP threads competing with other jobs slowed
+    single generations 4-9x (measured), which would swamp the comparison.
+    """
     import torch
+
+    torch.set_num_threads(threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(model_dir) if model_dir else build_model(Path(tmp) / "model", hidden, layers)
@@ -98,6 +106,7 @@ def main(model_dir: str | None = None, max_new_tokens: int = 64, hidden: int = 5
         for _ in range(repeats):
             for name, fn in runs.items():
                 seconds, tokens = fn()
+                print(f"[bench] {name}: {seconds:.1f} s", file=sys.stderr, flush=True)
                 if name not in best or seconds < best[name][0]:
                     best[name] = (seconds, tokens)
         rows = [(name, *best[name]) for name in runs]
