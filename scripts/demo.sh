@@ -24,12 +24,12 @@ LAWBENCH_DATA="${LAWBENCH_DATA:-data/eval/lawbench}"
 
 if [ "$QUICK" = "1" ]; then
   VOCAB_SP_SIZE=2000;  VOCAB_MAX_ADDED=300
-  CLM_STEPS=2;  CLM_BLOCK=128; CLM_BATCH=2
+  CLM_STEPS=2;  CLM_BLOCK=128; CLM_BATCH=2; CLM_VAL_DOCS=4
   SFT_PER_KIND=40; SFT_STEPS=2; SFT_BATCH=2; SFT_CUTOFF=192
   GEN_TOKENS=24; EVAL_TASKS="1-1,3-3"; EVAL_LIMIT=2; EVAL_TOKENS=24
 else
   VOCAB_SP_SIZE=8000;  VOCAB_MAX_ADDED=3000
-  CLM_STEPS=40; CLM_BLOCK=256; CLM_BATCH=4
+  CLM_STEPS=40; CLM_BLOCK=256; CLM_BATCH=4; CLM_VAL_DOCS=8
   SFT_PER_KIND=500; SFT_STEPS=40; SFT_BATCH=4; SFT_CUTOFF=256
   GEN_TOKENS=128; EVAL_TASKS="1-1,2-1,3-1,3-3"; EVAL_LIMIT=10; EVAL_TOKENS=64
 fi
@@ -73,7 +73,7 @@ step "3a. continued pretraining (LoRA + new embeddings)" "$OUT/clm/run_info.json
   python train_clm.py --base_model "$BASE_MODEL" --tokenizer_path "$OUT/tokenizer" \
     --data_path "$CORPUS_DIR/statutes.jsonl" --output_dir "$OUT/clm" --block_size "$CLM_BLOCK" \
     --micro_batch_size "$CLM_BATCH" --batch_size "$CLM_BATCH" --max_steps "$CLM_STEPS" --learning_rate 3e-4 \
-    --lora_r 8 --lora_alpha 16 --lora_target_modules "[q_proj,v_proj]" --val_set_size 32 --eval_on_start True \
+    --lora_r 8 --lora_alpha 16 --lora_target_modules "[q_proj,v_proj]" --val_set_size "$CLM_VAL_DOCS" --eval_on_start True \
     --logging_steps 1 --save_strategy no --report_to none
 step "3b. merge the pretraining adapter" "$OUT/legal-base/run_info.json" -- \
   python merge_lora.py --lora_model "$OUT/clm" --output_dir "$OUT/legal-base" --overwrite
