@@ -32,6 +32,7 @@ from utils import lawbench as lb  # noqa: E402
 from utils.data import DataError, files_sha256, write_jsonl  # noqa: E402
 from utils.modeling import ModelLoadError, write_run_info  # noqa: E402
 from utils.prompter import TemplateError  # noqa: E402
+from utils.results_log import ResultsLog  # noqa: E402
 
 PREDICTIONS = "predictions.jsonl"
 # Settings that must not change when a run resumes (they change the answers).
@@ -108,23 +109,14 @@ def fit_prompt(engine, item: dict, max_new_tokens: int, instruction: str | None 
     return engine.prompt(instruction, short), True
 
 
-def read_predictions(path: Path) -> dict[tuple[str, int], dict]:
-    """Finished items of an earlier run; a torn last line (a crash mid-write) is dropped and reported."""
-    if not path.is_file():
-        return {}
-    lines = path.read_text(encoding="utf-8").splitlines()
-    done = {}
-    for number, line in enumerate(lines, start=1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            if number == len(lines):
-                print(f"[evaluate] {path}:{number}: incomplete last line (interrupted run) — regenerating it", file=sys.stderr)
-                write_jsonl(path, done.values())
-                break
-            raise DataError(f"{path}:{number}: invalid JSON: {e.msg}") from e
-        done[(record["task"], record["index"])] = record
-    return done
+def prediction_key(task: str, index: int) -> str:
+    return f"{task}:{index}"
+
+
+def read_predictions(path: Path) -> dict[str, dict]:
+    """Finished items of earlier runs by key (a line torn by a kill is cut off by ResultsLog)."""
+    with ResultsLog(path) as log:
+        return dict(log.records)
 
 
 def check_run_info(output_dir: Path, info: dict) -> None:
@@ -141,12 +133,12 @@ def check_run_info(output_dir: Path, info: dict) -> None:
 def generate(engine, items_by_task: dict, output_dir: Path, args) -> int:
     from utils.engine import GenerationParams
 
-    path = output_dir / PREDICTIONS
-    done = read_predictions(path)
-    todo = [item for items in items_by_task.values() for item in items if (item["task"], item["index"]) not in done]
-    print(f"[evaluate] {len(done)} items already done, {len(todo)} to generate")
+    log = ResultsLog(output_dir / PREDICTIONS)
+    todo = [item for items in items_by_task.values() for item in items
+            if prediction_key(item["task"], item["index"]) not in log]
+    print(f"[evaluate] {len(log)} items already done, {len(todo)} to generate")
     params = GenerationParams(max_new_tokens=args.max_new_tokens)
-    with open(path, "a", encoding="utf-8") as out, tqdm(total=len(todo), desc="generating", unit="item") as bar:
+    with log, tqdm(total=len(todo), desc="generating", unit="item") as bar:
         for task in items_by_task:
             pending = [item for item in todo if item["task"] == task]
             retrieved = [None] * len(pending)
@@ -157,13 +149,13 @@ def generate(engine, items_by_task: dict, output_dir: Path, args) -> int:
             prompts = [fit_prompt(engine, item, args.max_new_tokens, instructions[i]) for i, item in enumerate(pending)]
             for batch in engine.generate_batched([p for p, _ in prompts], params, args.batch_size):
                 for i, generation in batch:
-                    record = {"task": task, "index": pending[i]["index"], "prediction": generation.text,
+                    record = {"key": prediction_key(task, pending[i]["index"]), "task": task,
+                              "index": pending[i]["index"], "prediction": generation.text,
                               "truncated": prompts[i][1], "prompt_tokens": generation.prompt_tokens,
                               "new_tokens": generation.new_tokens, "finish_reason": generation.finish_reason}
                     if args.rag:
                         record["retrieved"] = retrieved[i]
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                out.flush()  # a finished batch survives an interruption
+                    log.append(record)  # flushed at once: a finished item survives an interruption
                 bar.update(len(batch))
     return len(todo)
 
@@ -176,10 +168,10 @@ def score(items_by_task: dict, output_dir: Path, args, info: dict) -> dict:
         index = contamination.build_index(args.train_data, args.ngram)
         check = contamination.check(items_by_task, index, args.contamination_threshold)
     for task, items in items_by_task.items():
-        predictions = [done[(task, item["index"])]["prediction"] for item in items]
+        predictions = [done[prediction_key(task, item["index"])]["prediction"] for item in items]
         result, per_item = lb.score_task(task, items, predictions)
         row = result.as_dict()
-        row["truncated"] = sum(done[(task, item["index"])]["truncated"] for item in items)
+        row["truncated"] = sum(done[prediction_key(task, item["index"])]["truncated"] for item in items)
         if check is not None:
             row["contaminated"] = check[task]["share"]
         tasks.append(row)
