@@ -5,7 +5,8 @@ import threading
 import pytest
 import torch
 
-from utils.engine import Engine, GenerationParams, PromptTooLongError, _held_back
+from utils.engine import Engine, GenerationParams, PromptTooLongError
+from utils.stopping import held_back
 
 QUESTIONS = ["酒驾撞人怎么判刑？", "请介绍赌博罪的定义。", "加班工资", "民间借贷受国家保护的合法利息是多少？请结合案例详细回答。"]
 GREEDY = GenerationParams(max_new_tokens=20)
@@ -100,9 +101,9 @@ def test_template_marker_is_the_default_stop(engine):
 
 
 def test_held_back_marker_prefix():
-    assert _held_back("答案### 问", ["### 问题:"]) == 5
-    assert _held_back("答案#", ["### 问题:"]) == 1
-    assert _held_back("答案", ["### 问题:"]) == 0
+    assert held_back("答案### 问", ["### 问题:"]) == 5
+    assert held_back("答案#", ["### 问题:"]) == 1
+    assert held_back("答案", ["### 问题:"]) == 0
 
 
 def test_stop_event(engine):

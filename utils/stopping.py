@@ -1,0 +1,88 @@
+"""How the engine stops and streams: next-turn markers, the UI's stop button, and a streamer whose text
+always equals the batch answer. Kept apart from utils/engine.py so that file stays about generation."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+
+class StopOnText:
+    """Stops a row once its generated text contains a next-turn marker (checked on a decoded tail)."""
+
+    def __init__(self, tokenizer, markers: Sequence[str], prompt_len: int):
+        self.tokenizer = tokenizer
+        self.markers = list(markers)
+        self.prompt_len = prompt_len
+        # A character can take up to 4 byte-fallback tokens; the margin covers a marker split anywhere.
+        self.window = max(len(m) for m in self.markers) * 4 + 8
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        start = max(self.prompt_len, input_ids.shape[1] - self.window)
+        tails = self.tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
+        hits = [any(m in tail for m in self.markers) for tail in tails]
+        return torch.tensor(hits, dtype=torch.bool, device=input_ids.device)
+
+
+class StopOnEvent:
+    """Stops every row when the caller sets the event (the UI's stop button)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def held_back(text: str, markers: Sequence[str]) -> int:
+    """Length of the longest tail of ``text`` that could still grow into a marker (not shown yet)."""
+    longest = 0
+    for marker in markers:
+        for k in range(min(len(marker) - 1, len(text)), longest, -1):
+            if marker.startswith(text[-k:]):
+                longest = k
+                break
+    return longest
+
+
+def _cumulative_streamer_class():
+    from transformers import TextIteratorStreamer
+
+    class CumulativeStreamer(TextIteratorStreamer):
+        """Puts the WHOLE generated text so far in the queue at each token.
+
+        The stock streamer decodes pieces and resets its cache at newlines, so the concatenated
+        pieces can differ from decoding all tokens at once (sentencepiece drops a leading space).
+        Decoding everything each step keeps the stream identical to the batch answer.
+        """
+
+        def __init__(self, tokenizer):
+            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+            self.ids: list[int] = []
+            self.text = ""
+
+        def put(self, value):
+            if self.next_tokens_are_prompt:
+                self.next_tokens_are_prompt = False
+                return
+            self.ids.extend(value.reshape(-1).tolist())
+            text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+            if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its other bytes
+                return
+            self.text = text
+            self.on_finalized_text(text)
+
+        def end(self):
+            self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+            self.next_tokens_are_prompt = True
+            self.on_finalized_text(self.text, stream_end=True)
+
+    return CumulativeStreamer
+
+
+def CumulativeStreamer(tokenizer):  # noqa: N802 - a factory so transformers is imported lazily
+    return _cumulative_streamer_class()(tokenizer)
