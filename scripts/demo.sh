@@ -26,12 +26,12 @@ if [ "$QUICK" = "1" ]; then
   VOCAB_SP_SIZE=2000;  VOCAB_MAX_ADDED=300
   CLM_STEPS=2;  CLM_BLOCK=128; CLM_BATCH=2; CLM_VAL_DOCS=4
   SFT_PER_KIND=40; SFT_STEPS=2; SFT_BATCH=2; SFT_CUTOFF=192
-  GEN_TOKENS=24; EVAL_TASKS="1-1,3-3"; EVAL_LIMIT=2; EVAL_TOKENS=24
+  GEN_TOKENS=24; NO_REPEAT=6; EVAL_TASKS="1-1,3-3"; EVAL_LIMIT=2; EVAL_TOKENS=24
 else
   VOCAB_SP_SIZE=8000;  VOCAB_MAX_ADDED=3000
-  CLM_STEPS=40; CLM_BLOCK=256; CLM_BATCH=4; CLM_VAL_DOCS=8
-  SFT_PER_KIND=500; SFT_STEPS=40; SFT_BATCH=4; SFT_CUTOFF=256
-  GEN_TOKENS=128; EVAL_TASKS="1-1,2-1,3-1,3-3"; EVAL_LIMIT=10; EVAL_TOKENS=64
+  CLM_STEPS=30; CLM_BLOCK=256; CLM_BATCH=4; CLM_VAL_DOCS=8
+  SFT_PER_KIND=500; SFT_STEPS=30; SFT_BATCH=4; SFT_CUTOFF=256
+  GEN_TOKENS=128; NO_REPEAT=6; EVAL_TASKS="1-1,2-1,3-1,3-3"; EVAL_LIMIT=10; EVAL_TOKENS=64
 fi
 
 source scripts/env.sh
@@ -47,11 +47,16 @@ step() {
     return
   fi
   echo "[demo] $name ..."
-  local t0=$SECONDS
-  "$@"
+  local t0=$SECONDS rss="-"
+  if [ -x /usr/bin/time ]; then  # GNU time gives the step's peak memory
+    /usr/bin/time -f "%M" -o "$OUT/.peak_kb" "$@"
+    rss="$(( $(tail -n 1 "$OUT/.peak_kb") / 1024 )) MB"
+  else
+    "$@"
+  fi
   local dt=$((SECONDS - t0))
-  printf '%s\t%s\n' "$name" "$dt" >> "$STEP_LOG"
-  echo "[demo] $name: ${dt}s"
+  printf '%s\t%s\t%s\n' "$name" "$dt" "$rss" >> "$STEP_LOG"
+  echo "[demo] $name: ${dt}s, peak memory $rss"
 }
 
 if [ ! -d "$BASE_MODEL" ]; then
@@ -92,10 +97,10 @@ step "6. merge into $FINAL_MODEL" "$FINAL_MODEL/run_info.json" -- \
 
 step "7a. answer the example questions" "$OUT/infer.jsonl" -- \
   python infer.py --base_model "$FINAL_MODEL" --infer_data_path resources/example_infer_data.json \
-    --output_path "$OUT/infer.jsonl" --max_new_tokens "$GEN_TOKENS"
+    --output_path "$OUT/infer.jsonl" --max_new_tokens "$GEN_TOKENS" --no_repeat_ngram_size "$NO_REPEAT"
 step "7b. the same with statute retrieval (--rag)" "$OUT/infer_rag.jsonl" -- \
   python infer.py --base_model "$FINAL_MODEL" --infer_data_path resources/example_infer_data.json \
-    --output_path "$OUT/infer_rag.jsonl" --max_new_tokens "$GEN_TOKENS" --rag
+    --output_path "$OUT/infer_rag.jsonl" --max_new_tokens "$GEN_TOKENS" --no_repeat_ngram_size "$NO_REPEAT" --rag
 
 if [ -n "$LAWBENCH_DIR" ]; then PREPARE=(--lawbench_dir "$LAWBENCH_DIR"); else PREPARE=(); fi
 step "8a. LawBench test sets" "$LAWBENCH_DATA/manifest.json" -- \

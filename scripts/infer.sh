@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Answer the questions of a data file in batches (or chat interactively) — see infer.py --help.
 #   bash scripts/infer.sh                                        # the variables below
-#   LORA_WEIGHTS= BASE_MODEL=models/lawgpt-demo bash scripts/infer.sh --batch_size 16
+#   LORA_WEIGHTS=outputs/sft-legal BASE_MODEL= bash scripts/infer.sh --batch_size 16   # an adapter
 #   INFER_DATA_PATH= bash scripts/infer.sh                       # interactive mode
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 source scripts/env.sh
 
-BASE_MODEL="${BASE_MODEL:-}"                # empty: from $LORA_WEIGHTS/run_info.json
-LORA_WEIGHTS="${LORA_WEIGHTS-outputs/sft-demo}"
+BASE_MODEL="${BASE_MODEL-models/lawgpt-demo}"  # what scripts/demo.sh makes; empty: from $LORA_WEIGHTS/run_info.json
+LORA_WEIGHTS="${LORA_WEIGHTS:-}"                # an adapter directory, or empty
 PROMPT_TEMPLATE="${PROMPT_TEMPLATE:-}"          # empty: the adapter's (run_info.json), else law_template
 INFER_DATA_PATH="${INFER_DATA_PATH-resources/example_infer_data.json}"
 OUTPUT_PATH="${OUTPUT_PATH:-outputs/infer/example_infer_data.jsonl}"

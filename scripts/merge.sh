@@ -8,8 +8,8 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 source scripts/env.sh
 
-LORA_MODEL="${LORA_MODEL:-outputs/sft-demo}"
-OUTPUT_DIR="${OUTPUT_DIR:-models/lawgpt-demo}"
+LORA_MODEL="${LORA_MODEL:-outputs/sft-legal}"     # what scripts/finetune.sh writes
+OUTPUT_DIR="${OUTPUT_DIR:-models/lawgpt-legal}"
 BASE_MODEL="${BASE_MODEL:-}"   # empty: from $LORA_MODEL/run_info.json
 
 python merge_lora.py \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The legal chat in the browser at http://127.0.0.1:7860 — see webui.py --help.
 #   bash scripts/webui.sh                                            # the demo model under models/
-#   BASE_MODEL=models/base_models/gemma-3-270m LORA_WEIGHTS=outputs/sft-demo bash scripts/webui.sh
+#   BASE_MODEL=models/base_models/gemma-3-270m LORA_WEIGHTS=outputs/sft-legal bash scripts/webui.sh
 #   RAG=1 bash scripts/webui.sh                                      # answers grounded in retrieved statutes
 #   LAWGPT_WEBUI_AUTH=alice:secret bash scripts/webui.sh --server_name 0.0.0.0   # open to the network, with a login
 set -euo pipefail
