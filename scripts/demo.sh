@@ -24,13 +24,13 @@ LAWBENCH_DATA="${LAWBENCH_DATA:-data/eval/lawbench}"
 
 if [ "$QUICK" = "1" ]; then
   VOCAB_SP_SIZE=2000;  VOCAB_MAX_ADDED=300
-  CLM_STEPS=2;  CLM_BLOCK=128; CLM_BATCH=2; CLM_VAL_DOCS=4
-  SFT_PER_KIND=40; SFT_STEPS=2; SFT_BATCH=2; SFT_CUTOFF=192
-  GEN_TOKENS=24; NO_REPEAT=6; EVAL_TASKS="1-1,3-3"; EVAL_LIMIT=2; EVAL_TOKENS=24
+  CLM_STEPS=2;  CLM_BLOCK=128; CLM_BATCH=2; CLM_VAL_DOCS=2; CLM_EVAL_ON_START=False
+  SFT_PER_KIND=40; SFT_STEPS=2; SFT_BATCH=2; SFT_CUTOFF=192; SFT_VAL=4
+  GEN_TOKENS=24; NO_REPEAT=6; EVAL_TASKS="1-1,3-3"; EVAL_LIMIT=1; EVAL_TOKENS=16
 else
   VOCAB_SP_SIZE=8000;  VOCAB_MAX_ADDED=3000
-  CLM_STEPS=30; CLM_BLOCK=256; CLM_BATCH=4; CLM_VAL_DOCS=8
-  SFT_PER_KIND=500; SFT_STEPS=30; SFT_BATCH=4; SFT_CUTOFF=256
+  CLM_STEPS=30; CLM_BLOCK=256; CLM_BATCH=4; CLM_VAL_DOCS=8; CLM_EVAL_ON_START=True  # perplexity before/after
+  SFT_PER_KIND=500; SFT_STEPS=30; SFT_BATCH=4; SFT_CUTOFF=256; SFT_VAL=16
   GEN_TOKENS=128; NO_REPEAT=6; EVAL_TASKS="1-1,2-1,3-1,3-3"; EVAL_LIMIT=10; EVAL_TOKENS=64
 fi
 
@@ -78,7 +78,7 @@ step "3a. continued pretraining (LoRA + new embeddings)" "$OUT/clm/run_info.json
   python train_clm.py --base_model "$BASE_MODEL" --tokenizer_path "$OUT/tokenizer" \
     --data_path "$CORPUS_DIR/statutes.jsonl" --output_dir "$OUT/clm" --block_size "$CLM_BLOCK" \
     --micro_batch_size "$CLM_BATCH" --batch_size "$CLM_BATCH" --max_steps "$CLM_STEPS" --learning_rate 3e-4 \
-    --lora_r 8 --lora_alpha 16 --lora_target_modules "[q_proj,v_proj]" --val_set_size "$CLM_VAL_DOCS" --eval_on_start True \
+    --lora_r 8 --lora_alpha 16 --lora_target_modules "[q_proj,v_proj]" --val_set_size "$CLM_VAL_DOCS" --eval_on_start "$CLM_EVAL_ON_START" \
     --logging_steps 1 --save_strategy no --report_to none
 step "3b. merge the pretraining adapter" "$OUT/legal-base/run_info.json" -- \
   python merge_lora.py --lora_model "$OUT/clm" --output_dir "$OUT/legal-base" --overwrite
@@ -89,7 +89,7 @@ step "4. knowledge-based instruction data" "$OUT/sft_data.jsonl" -- \
 step "5. LoRA instruction tuning" "$OUT/sft/run_info.json" -- \
   python finetune.py --base_model "$OUT/legal-base" --data_path "$OUT/sft_data.jsonl" --output_dir "$OUT/sft" \
     --prompt_template_name law_template --cutoff_len "$SFT_CUTOFF" --micro_batch_size "$SFT_BATCH" \
-    --batch_size "$SFT_BATCH" --max_steps "$SFT_STEPS" --learning_rate 3e-4 --val_set_size 16 \
+    --batch_size "$SFT_BATCH" --max_steps "$SFT_STEPS" --learning_rate 3e-4 --val_set_size "$SFT_VAL" \
     --lora_r 8 --lora_alpha 16 --lora_target_modules "[q_proj,v_proj]" --logging_steps 1 --save_strategy no \
     --report_to none
 step "6. merge into $FINAL_MODEL" "$FINAL_MODEL/run_info.json" -- \
