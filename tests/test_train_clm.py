@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_model import statute_sample
+from tiny_model import write_statute_corpus
 
 import train_clm
 from utils.modeling import read_run_info
@@ -20,11 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clm") / "docs.jsonl"
-    with open(path, "w", encoding="utf-8") as f:
-        for text in statute_sample(limit=300, stride=7, offset=3):
-            f.write(json.dumps({"content": text}, ensure_ascii=False) + "\n")
-    return path
+    return write_statute_corpus(tmp_path_factory.mktemp("clm") / "docs.jsonl", limit=300, stride=7, offset=3)
 
 
 @pytest.fixture(scope="module")

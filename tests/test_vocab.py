@@ -4,7 +4,7 @@ import json
 import shutil
 
 import pytest
-from tiny_model import statute_sample
+from tiny_model import write_statute_corpus
 
 from tools.merge_vocabulary import main as merge_main
 from utils.data import DataError
@@ -21,11 +21,7 @@ from utils.vocab import (
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     # Another slice of laws.db than the one the tiny tokenizer was trained on.
-    path = tmp_path_factory.mktemp("corpus") / "legal.jsonl"
-    with open(path, "w", encoding="utf-8") as f:
-        for text in statute_sample(limit=1500, stride=5, offset=2):
-            f.write(json.dumps({"content": text}, ensure_ascii=False) + "\n")
-    return path
+    return write_statute_corpus(tmp_path_factory.mktemp("corpus") / "legal.jsonl", limit=1500, stride=5, offset=2)
 
 
 @pytest.fixture(scope="module")

