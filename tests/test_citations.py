@@ -75,7 +75,7 @@ def test_problem_citations(store, text, status, message):
 
 def test_law_mentions_without_article(store):
     verdicts = check_citations("根据合同法的规定，双方是买卖合同法律关系；另见《劳动法》。", store)
-    assert [(v.text, v.status) for v in verdicts] == [("合同法", "repealed"), ("《劳动法》", "verified")]
+    assert [(v.text, v.status) for v in verdicts] == [("合同法", "repealed"), ("《劳动法》", "law_in_force")]
     assert check_citations("劳动合同法和民法典都有规定。", store) == []  # unbracketed laws in force: context only
 
 
@@ -93,7 +93,8 @@ def test_quotes_compared_with_the_article(store):
 def test_verdicts_are_json_serialisable(store):
     verdicts = check_citations("依据《刑法》第264条和《合同法》第52条。", store)
     json.dumps([v.to_dict() for v in verdicts], ensure_ascii=False)
-    assert summarize(verdicts) == {"verified": 1, "not_found": 0, "repealed": 1, "unknown_law": 0, "quote_mismatch": 0}
+    assert summarize(verdicts) == {"verified": 1, "law_in_force": 0, "not_found": 0, "repealed": 1, "unknown_law": 0,
+                                   "quote_mismatch": 0}
 
 
 def test_check_citations_tool(tmp_path, capsys):
@@ -122,3 +123,15 @@ def test_check_citations_tool_errors(tmp_path):
     proc = subprocess.run([sys.executable, "tools/check_citations.py", str(tmp_path / "none.jsonl")],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("answer, strict_exit", [
+    ("另见《劳动法》，以及刑法的规定。", 0),  # laws in force named without an article: nothing wrong
+    ("依据《刑法》第二百六十四条处罚。", 0),
+    ("《刑法》第二百六十四条规定：“抢劫他人财物的，处十年以上有期徒刑”。", 2),  # misquoted
+    ("依照《合同法》办理。", 2),  # a repealed law
+])
+def test_strict_flags_only_wrong_citations(tmp_path, answer, strict_exit):
+    results = tmp_path / "results.jsonl"
+    results.write_text(json.dumps({"answer": answer}, ensure_ascii=False), encoding="utf-8")
+    assert main(parse_args([str(results), "--strict"])) == strict_exit

@@ -2,11 +2,12 @@
 
     python tools/check_citations.py outputs/infer_results.jsonl
     python tools/check_citations.py results.jsonl --field output --details --output outputs/citations.jsonl
-    python tools/check_citations.py results.jsonl --strict        # exit 2 when any citation is not verified
+    python tools/check_citations.py results.jsonl --strict        # exit 2 when any citation is wrong
 
 Input: a .jsonl (or .json array) of records with an ``answer`` field (what infer.py writes; ``--field``
 picks another). Every citation (《刑法》第二百六十四条, 劳动合同法第82条, 本法第N条 …) is checked against the
-statute store: verified / not_found / repealed / unknown_law, plus quoted text vs the article.
+statute store: verified / law_in_force (a law named, no article) / not_found / repealed / unknown_law,
+plus quoted text vs the article. Wrong = not_found, repealed, unknown_law or a quote that does not match.
 ``--output`` writes one record per input record (its line, the verdicts) as JSONL, atomically.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.citations import VERDICTS, Verdict, check_citations, summarize  # noqa: E402
+from utils.citations import PROBLEMS, VERDICTS, Verdict, check_citations, summarize  # noqa: E402
 from utils.data import DataError, read_records, write_jsonl  # noqa: E402
 from utils.statutes import StatuteError, StatuteStore  # noqa: E402
 
@@ -35,6 +36,11 @@ def check_file(path: str, field: str, store: StatuteStore) -> list[tuple[str, li
                             f"(fields: {', '.join(record.data) or 'none'}; pick one with --field)")
         out.append((record.where, check_citations(answer, store)))
     return out
+
+
+def _wrong(v: Verdict) -> bool:
+    """A citation the text gets wrong; a law in force named without an article (law_in_force) is not."""
+    return v.status in PROBLEMS or v.quote_matches is False
 
 
 def table(results: list[tuple[str, list[Verdict]]]) -> str:
@@ -58,13 +64,13 @@ def main(args: argparse.Namespace) -> int:
     if args.details:
         for where, verdicts in results:
             for v in verdicts:
-                if v.status != "verified" or v.quote_matches is False:
+                if _wrong(v):
                     print(f"{where}: {v.text}: {v.status}: {v.message}")
     if args.output:
         n = write_jsonl(args.output, ({"where": where, "citations": [v.to_dict() for v in vs],
                                        "summary": summarize(vs)} for where, vs in results))
         print(f"wrote {n} records → {args.output}")
-    bad = sum(v.status != "verified" for _, vs in results for v in vs)
+    bad = sum(_wrong(v) for _, vs in results for v in vs)
     return 2 if args.strict and bad else 0
 
 
@@ -72,9 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file", help="results .jsonl/.json with an `answer` field per record")
     parser.add_argument("--field", default="answer", help="the field holding the text to check (default: answer)")
-    parser.add_argument("--details", action="store_true", help="list every citation that is not verified")
+    parser.add_argument("--details", action="store_true", help="list every wrong citation (not found, repealed, unknown law, misquoted)")
     parser.add_argument("--output", help="write the verdicts per record here (.jsonl)")
-    parser.add_argument("--strict", action="store_true", help="exit with status 2 if any citation is not verified")
+    parser.add_argument("--strict", action="store_true", help="exit with status 2 if any citation is wrong (as --details lists them)")
     return parser.parse_args(argv)
 
 

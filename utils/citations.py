@@ -5,9 +5,10 @@ Forms found: 《刑法》第二百六十四条, 依据劳动合同法第82条第
 第一千零七十九条规定…」: the law carries forward; 本法/该法/同法 too). A law named in 《》 without an
 article is reported as well (「依照《合同法》」), and so is any mention of a law that is not in force.
 
-Each citation gets a :class:`Verdict`: ``verified`` (the article exists in a law in force), ``not_found``
-(no such article or paragraph), ``repealed`` (the law is not in force, or the article was deleted), or
-``unknown_law``. When the text quotes the article next to the citation (「…第N条规定：“…”」 or
+Each citation gets a :class:`Verdict`: ``verified`` (the article exists in a law in force), ``law_in_force``
+(a law in force named without an article: nothing more to check, and not a citation of a provision),
+``not_found`` (no such article or paragraph), ``repealed`` (the law is not in force, or the article was
+deleted), or ``unknown_law``. When the text quotes the article next to the citation (「…第N条规定：“…”」 or
 「“…”（《刑法》第N条）」), the quote is compared with the article text (share of the quote's characters
 found in order in the article, in runs of 3 or more, difflib) and ``quote_matches`` says whether it reaches ``QUOTE_THRESHOLD``.
 """
@@ -23,7 +24,8 @@ from dataclasses import asdict, dataclass
 from utils.statutes import ABBREVIATIONS, CN_NUM, KNOWN_REPEALED, PRC, Law, StatuteStore, article_label, cn_to_int
 
 QUOTE_THRESHOLD = 0.8
-VERDICTS = ("verified", "not_found", "repealed", "unknown_law")
+VERDICTS = ("verified", "law_in_force", "not_found", "repealed", "unknown_law")
+PROBLEMS = ("not_found", "repealed", "unknown_law")  # the verdicts that say the text is wrong
 _NUM = rf"(?:[{CN_NUM}]+|\d+)"
 _ARTICLE = re.compile(
     rf"第\s*(?P<num>{_NUM})\s*条(?:\s*之\s*(?P<suf>{_NUM}))?(?:\s*第\s*(?P<para>{_NUM})\s*款)?"
@@ -120,7 +122,7 @@ def _verify(law: Law | None, written: str, number: int | None, suffix: int, para
         why = law.note or f"marked {law.status} in laws.db"
         return "repealed", False, f"{law.name} is not in force ({why})", None
     if number is None:
-        return "verified", True, f"{law.name} is in force", None
+        return "law_in_force", True, f"{law.name} is in force (no article cited)", None
     article = store.lookup(law, number, suffix)
     label = article_label(number, suffix)
     if article is None:

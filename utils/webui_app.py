@@ -39,6 +39,7 @@ TITLE_ERROR = "⚠️ 生成出错"
 TITLE_SOURCES = "检索到的法条与引用核对"
 VERDICT_MARKS = {
     "verified": "✅ 已核实",
+    "law_in_force": "ℹ️ 法律现行有效（未引具体条文）",
     "not_found": "❌ 查无此条",
     "repealed": "⛔ 已失效",
     "unknown_law": "❓ 未知法律",
@@ -105,7 +106,7 @@ def render_sources(articles: Sequence[dict], citations: Sequence[dict]) -> str:
 
     ``articles``: dicts with ``citation``, ``text`` and optionally ``rank``, ``charges``, ``cited``
     (utils/retrieval.Hit.to_dict + utils/rag.finalize). ``citations``: dicts with ``text``, ``status``
-    (verified / not_found / repealed / unknown_law) and ``message`` (utils/citations.Verdict.to_dict).
+    (verified / law_in_force / not_found / repealed / unknown_law) and ``message`` (utils/citations.Verdict.to_dict).
     """
     lines = []
     if articles:
