@@ -115,7 +115,7 @@ def dense_runs(index: BM25Index, sets: dict, args: argparse.Namespace) -> dict:
         reranker = DenseReranker(index, cache_dir=args.dense_cache or tmp)
         cached = len(reranker.vectors)
         for set_name, (items, exact) in sets.items():
-            items = items[:args.dense_lawbench_limit] if set_name == "3-1" else items
+            items = items[:args.dense_lawbench_limit] if set_name.startswith("3-1") else items
             for question, _ in items:
                 reranker.search(question, max(KS), save=False)
             if args.dense_cache:
@@ -141,7 +141,7 @@ def hybrid_runs(index: BM25Index, sets: dict, args: argparse.Namespace) -> dict:
     dense.matrix()
     out["hybrid: load article vectors s"] = round(time.perf_counter() - start, 2)
     for set_name, (items, exact) in sets.items():
-        items = items[:args.hybrid_lawbench_limit] if set_name == "3-1" else items
+        items = items[:args.hybrid_lawbench_limit] if set_name.startswith("3-1") else items
         key = f"ours hybrid (BM25 + e5, all articles) | {set_name}"
         out[key] = evaluate(ours(index, rerank="hybrid"), items, exact)
         print(f"{'ours hybrid (BM25 + e5)':36s} {set_name:15s} {out[key]}", flush=True)
@@ -187,6 +187,8 @@ def main(args: argparse.Namespace) -> dict:
     results["documents"] = len(index.articles)
     sets = {"3-1": (lawbench_31(Path(args.lawbench_dir), args.lawbench_limit), False)}
     sets.update({f"colloquial-{split}": (colloquial(store, Path(args.questions), split), True) for split in SPLITS})
+    for first, last in args.lawbench_ranges:  # 3-1 item ranges (1-based, inclusive) reported on their own too
+        sets[f"3-1 items {first}-{last}"] = (sets["3-1"][0][first - 1:last], False)
     systems = {"ours": ours(index), "ours (no colloquial table)": ours(index, expand=False),
                "ours (plain BM25, no boosts/table)": ours(index, expand=False, boosts=False)}
     for name, search in systems.items():
@@ -214,6 +216,16 @@ def main(args: argparse.Namespace) -> dict:
     return results
 
 
+def item_ranges(text: str) -> list[tuple[int, int]]:
+    out = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", part)
+        if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+            raise argparse.ArgumentTypeError(f"{part!r} is not a range like 1-40")
+        out.append((int(m.group(1)), int(m.group(2))))
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lawbench_dir", default=str(ROOT.parent / "shared" / "lawbench"), help="LawBench's folder")
@@ -227,6 +239,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hybrid", action="store_true",
                         help="also hybrid BM25 + e5 over all articles (needs tools/build_dense_index.py run first)")
     parser.add_argument("--hybrid_lawbench_limit", type=int, default=500, help="3-1 items for --hybrid (~1 s each)")
+    parser.add_argument("--lawbench_ranges", type=item_ranges, default=[], metavar="A-B,C-D",
+                        help="also report these 3-1 item ranges on their own (1-based, inclusive), e.g. 1-40,141-500")
     parser.add_argument("--output", help="also write the figures as JSON here")
     return parser.parse_args(argv)
 

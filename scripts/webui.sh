@@ -3,6 +3,7 @@
 #   bash scripts/webui.sh                                            # the demo model under models/
 #   BASE_MODEL=models/base_models/gemma-3-270m LORA_WEIGHTS=outputs/sft-legal bash scripts/webui.sh
 #   RAG=1 bash scripts/webui.sh                                      # answers grounded in retrieved statutes
+#   RAG=1 bash scripts/webui.sh --rag_retriever hybrid               # BM25 + e5 (python tools/build_dense_index.py once)
 #   LAWGPT_WEBUI_AUTH=alice:secret bash scripts/webui.sh --server_name 0.0.0.0   # open to the network, with a login
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"

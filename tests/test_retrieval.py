@@ -197,6 +197,13 @@ def test_hybrid_search_fuses_bm25_and_e5_over_all_articles(tmp_path):
     hits = reranker.hybrid_search(query, 2, k=k, dense_weight=weight)
     assert [h.article.id for h in hits] == [index.articles[i].id for i in np.argsort(-fused, kind="stable")]
     assert [h.score for h in hits] == pytest.approx(sorted(fused, reverse=True)) and [h.rank for h in hits] == [1, 2]
+    from utils.dense import HYBRID_DENSE_WEIGHT, HYBRID_LONG_WEIGHT, LONG_QUERY_CHARS
+
+    long_query = query + "，" * LONG_QUERY_CHARS  # a long case description: e5 counts half
+    for text, weight in ((query, HYBRID_DENSE_WEIGHT), (long_query, HYBRID_LONG_WEIGHT)):
+        assert [h.score for h in reranker.hybrid_search(text, 2)] == pytest.approx(
+            [h.score for h in reranker.hybrid_search(text, 2, dense_weight=weight)])
+    assert HYBRID_LONG_WEIGHT < HYBRID_DENSE_WEIGHT
     bm25_only = reranker.hybrid_search(query, 2, dense_weight=0.0)
     assert [h.article.id for h in bm25_only] == [h.article.id for h in index.search(query, 2)]
     assert reranker.hybrid_search("，。", 2) == []
