@@ -7,7 +7,7 @@
 
 Data: LawBench task 3-1 (fact + charges → 刑法 articles; gold numbers in ``answer`` «法条:刑法第264、312条»)
 from ``--lawbench_dir`` (default ../shared/lawbench), and resources/retrieval_questions.jsonl (plain-language
-questions with gold citations, written for this project; splits dev / test / test2 / test3, see RESULTS.md). recall@k = share of an item's gold articles in the
+questions with gold citations, written for this project; splits dev / test / test2 / test3 / test4, see RESULTS.md). recall@k = share of an item's gold articles in the
 top k, averaged over items. 3-1 gold numbers carry no 之N suffix (危险驾驶 is «第133条» though it is 133之一),
 so there an article matches on (刑法, number); on the colloquial set it must match exactly.
 Latency: wall time of one ``search`` call, p50/p95 over all queries of the run (single thread). With ``--dense``
@@ -36,7 +36,7 @@ from utils.retrieval import CACHE_DIR, BM25Index  # noqa: E402
 from utils.statutes import StatuteError, StatuteStore  # noqa: E402
 
 KS = (1, 5, 10)
-SPLITS = ("dev", "test", "test2", "test3")  # of resources/retrieval_questions.jsonl; see RESULTS.md
+SPLITS = ("dev", "test", "test2", "test3", "test4")  # of resources/retrieval_questions.jsonl; see RESULTS.md
 CRIMINAL = "中华人民共和国刑法"
 
 
