@@ -23,9 +23,11 @@ from utils.webui_app import (
     TITLE_NOTICE,
     TITLE_SOURCES,
     TITLE_TRIMMED,
+    ChatHandler,
     UISettings,
     build_app,
     example_questions,
+    header_markdown,
     history_pairs,
     launch_options,
     parse_auth,
@@ -219,6 +221,27 @@ def test_rag_shows_articles_and_citation_check(tiny_model_dir):
     sources = notes_of(reply)[TITLE_SOURCES]
     assert sources == render_sources(checked["articles"], checked["citations"])
     assert all(hit.article.citation in sources for hit in context.hits) and len(context.hits) == 2
+
+
+def test_chat_retrieves_with_the_configured_retriever(tiny_model_dir):
+    from utils import rag
+
+    seen = []
+
+    class RecordingRag:  # utils/rag.py, noting how it is asked to retrieve
+        def prepare(self, question, top_k, retriever):
+            seen.append((top_k, retriever))
+            return rag.prepare(question, top_k)
+
+        def finalize(self, answer, context):
+            return rag.finalize(answer, context)
+
+    engine = Engine.from_pretrained(str(tiny_model_dir), prompt_template=rag.RAG_TEMPLATE)
+    handler = ChatHandler(engine, UISettings(rag_top_k=2, rag_retriever="hybrid"), rag=RecordingRag())
+    replies = list(handler.chat("入户盗窃怎么判？", [], *params()))
+    assert seen == [(2, "hybrid")] and TITLE_SOURCES in notes_of(replies[-1])
+    assert "（BM25 + e5）" in header_markdown(engine, True, 2, "hybrid")
+    assert "（BM25）" in header_markdown(engine, True, 2)
 
 
 # ---------------------------------------------------------------- pieces without a server
