@@ -16,7 +16,8 @@ Every document is tokenised whole (BOS ... EOS), the documents are concatenated 
 ``--block_size`` is not given): nothing is truncated away. With ``--tokenizer_path`` larger than the
 model's vocabulary the embeddings are grown, the new rows start as the mean of the embeddings of the
 token's pieces under the base tokenizer, and ``embed_tokens``/``lm_head`` are trained (LoRA
-``modules_to_save``); ``--extend_vocab False`` trains with the base tokenizer for an ablation.
+``modules_to_save``; ``--new_embeddings new_rows`` trains only the new rows, with far less memory);
+``--extend_vocab False`` trains with the base tokenizer for an ablation.
 ``--lora_r 0`` trains all parameters. The output directory holds the adapter (or the full model) as
 safetensors, the tokenizer, run_info.json (with the held-out perplexity), TensorBoard logs and
 loss_curve.png. ``python train_clm.py --help`` lists every flag, TrainingArguments' included.

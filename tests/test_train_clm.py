@@ -127,3 +127,40 @@ def test_torchrun_two_processes_on_cpu(tiny_model_dir, corpus, tmp_path):
     info = read_run_info(out)
     assert info["world_size"] == 2 and info["global_step"] == 2
     assert info["args"]["gradient_accumulation_steps"] == 1  # batch 4 = micro 2 x 2 processes
+
+
+def test_new_rows_mode_trains_only_the_new_vocabulary(tiny_model_dir, corpus, legal_tokenizer, tmp_path):
+    from transformers import AutoTokenizer
+
+    import merge_lora
+
+    out = tmp_path / "rows"
+    run(*common(tiny_model_dir, corpus, out, "--tokenizer_path", legal_tokenizer, "--max_steps", 3, "--val_set_size",
+                10, "--save_strategy", "no", "--lora_r", 4, "--lora_target_modules", "[q_proj, v_proj]",
+                "--new_embeddings", "new_rows"))
+    info = read_run_info(out)
+    base_rows, size = info["vocab"]["base_rows"], info["vocab"]["tokenizer_size"]
+    assert info["vocab"]["new_embeddings"] == "new_rows" and size > base_rows
+    saved = load_file(str(out / "adapter_model.safetensors"))
+    assert any("trainable_tokens" in k for k in saved) and not any("modules_to_save" in k for k in saved)
+    assert all(v.shape[0] == size - base_rows for k, v in saved.items() if "trainable_tokens" in k)
+
+    merge_lora.main(lora_model=str(out), output_dir=str(tmp_path / "merged"))  # verified on logits inside
+    merged = load_file(str(tmp_path / "merged" / "model.safetensors"))
+    base = load_file(str(tiny_model_dir / "model.safetensors"))
+    matrices = [k for k in ("model.embed_tokens.weight", "lm_head.weight") if k in base]
+    for key in matrices:
+        assert merged[key].shape[0] == size and torch.equal(merged[key][:base_rows], base[key])  # base rows kept
+    base_tok, tok = AutoTokenizer.from_pretrained(str(tiny_model_dir)), AutoTokenizer.from_pretrained(str(out))
+    embed, moved = merged["model.embed_tokens.weight"], 0
+    for token_id in range(base_rows, size):
+        parts = [t.id for t in base_tok.backend_tokenizer.model.tokenize(tok.convert_ids_to_tokens(token_id))]
+        moved += not torch.allclose(embed[token_id], base["model.embed_tokens.weight"][parts].mean(0))
+    assert moved >= 50, moved  # the new rows trained
+
+
+def test_new_embeddings_mode_is_checked(tiny_model_dir, corpus, tmp_path):
+    from utils.training import ConfigError
+
+    with pytest.raises(ConfigError, match="--new_embeddings 'some_rows'"):
+        run(*common(tiny_model_dir, corpus, tmp_path / "x", "--new_embeddings", "some_rows"))

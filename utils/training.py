@@ -29,6 +29,8 @@ class ConfigError(ValueError):
 
 # ---------------------------------------------------------------- argument groups
 
+NEW_EMBEDDINGS = ("full", "new_rows")  # how LoRA trains the embeddings of a grown vocabulary
+
 
 @dataclass
 class ModelArguments:
@@ -39,6 +41,10 @@ class ModelArguments:
     extend_vocab: bool = field(
         default=True, metadata={"help": "use --tokenizer_path and grow the embeddings for it; False trains with the "
                                         "base tokenizer instead (ablation)"})
+    new_embeddings: str = field(
+        default="full", metadata={"help": "LoRA with a grown vocabulary: 'full' trains the whole embedding and "
+                                          "lm_head (modules_to_save); 'new_rows' trains only the new tokens' rows "
+                                          "(peft trainable tokens: much less memory, the base vocabulary stays as it was)"})
     dtype: str = field(default="auto", metadata={"help": "weights dtype: auto (fp32 on CPU and for full training, "
                                                          "bf16/fp16 for LoRA on GPU), float32, bfloat16, float16"})
     load_8bit: bool = field(default=False, metadata={"help": "load the base model in 8-bit (CUDA, bitsandbytes)"})
@@ -48,6 +54,8 @@ class ModelArguments:
     def __post_init__(self):
         if not self.base_model:
             raise ConfigError("--base_model is required (a local model directory)")
+        if self.new_embeddings not in NEW_EMBEDDINGS:
+            raise ConfigError(f"--new_embeddings {self.new_embeddings!r}: choose one of {', '.join(NEW_EMBEDDINGS)}")
 
 
 @dataclass
@@ -267,7 +275,8 @@ def prepare_model(model_args: ModelArguments, lora_args: LoraArguments, training
         # Reentrant checkpointing needs inputs that require grad, which a frozen LoRA base never has.
         training.gradient_checkpointing_kwargs = {"use_reentrant": False}
     if use_lora:
-        model = _wrap_lora(model, lora_args, train_embeddings=grew)
+        new_rows = range(base_rows, len(tokenizer)) if grew and model_args.new_embeddings == "new_rows" else None
+        model = _wrap_lora(model, lora_args, train_embeddings=grew, new_rows=new_rows)
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()  # optimizer state and updates in fp32
@@ -275,11 +284,13 @@ def prepare_model(model_args: ModelArguments, lora_args: LoraArguments, training
     total = sum(p.numel() for p in model.parameters())
     log(training, f"{'LoRA' if use_lora else 'full'}: {trainable:,} of {total:,} parameters trainable")
     vocab = {"base_rows": base_rows, "tokenizer_size": len(tokenizer), "grew": grew,
-             "extend_vocab": model_args.extend_vocab, "new_row_init": "mean of base pieces" if grew else None}
+             "extend_vocab": model_args.extend_vocab, "new_row_init": "mean of base pieces" if grew else None,
+             "new_embeddings": (model_args.new_embeddings if use_lora else "full") if grew else None}
     return Prepared(model, tokenizer, str(tokenizer_dir), vocab)
 
 
-def _wrap_lora(model, lora_args: LoraArguments, train_embeddings: bool):
+def _wrap_lora(model, lora_args: LoraArguments, train_embeddings: bool, new_rows: range | None = None):
+    """LoRA; a grown vocabulary's embeddings whole, or only ``new_rows`` (a tied lm_head shares those)."""
     from peft import LoraConfig, get_peft_model
 
     targets = lora_args.target_modules()
@@ -288,14 +299,18 @@ def _wrap_lora(model, lora_args: LoraArguments, train_embeddings: bool):
     if missing:
         raise ConfigError(f"--lora_target_modules {missing} not in {type(model).__name__}; it has e.g. "
                           f"{sorted(n for n in names if n.endswith('proj'))[:8]}")
-    modules_to_save, tied = None, False
+    modules_to_save, token_rows, tied = None, None, False
     if train_embeddings:
         embed, head = model.get_input_embeddings(), model.get_output_embeddings()
-        modules_to_save = [_leaf_name(model, embed)] + ([_leaf_name(model, head)] if head is not None else [])
         tied = head is not None and head.weight is embed.weight
+        if new_rows is None:
+            modules_to_save = [_leaf_name(model, embed)] + ([_leaf_name(model, head)] if head is not None else [])
+        else:
+            names = [_leaf_name(model, embed)] + ([_leaf_name(model, head)] if head is not None and not tied else [])
+            token_rows = {name: list(new_rows) for name in names}
     config = LoraConfig(r=lora_args.lora_r, lora_alpha=lora_args.lora_alpha, lora_dropout=lora_args.lora_dropout,
                         target_modules=targets, task_type="CAUSAL_LM", modules_to_save=modules_to_save,
-                        ensure_weight_tying=tied)
+                        trainable_token_indices=token_rows, ensure_weight_tying=tied)
     return get_peft_model(model, config)
 
 
