@@ -135,3 +135,10 @@ def test_strict_flags_only_wrong_citations(tmp_path, answer, strict_exit):
     results = tmp_path / "results.jsonl"
     results.write_text(json.dumps({"answer": answer}, ensure_ascii=False), encoding="utf-8")
     assert main(parse_args([str(results), "--strict"])) == strict_exit
+
+
+def test_article_after_an_unknown_law_names_that_law():
+    verdicts = check_citations("办理《中华人民共和国房屋建筑物业法》第三十五条第十一条执行。")
+    assert [v.status for v in verdicts] == ["unknown_law", "unknown_law"]
+    assert all("'中华人民共和国房屋建筑物业法'" in v.message for v in verdicts)  # not "unknown law ''"
+    assert verdicts[1].inferred_law and verdicts[1].law_written == ""

@@ -159,7 +159,8 @@ def check_citations(text: str, store: StatuteStore | None = None) -> list[Verdic
         number = cn_to_int(m.group("num"))
         suffix = cn_to_int(m.group("suf")) if m.group("suf") else 0
         paragraph = cn_to_int(m.group("para")) if m.group("para") else None
-        status, in_force, message, article_text = _verify(law, written, number, suffix, paragraph, store)
+        named = before[-1].written if inferred else written  # a carried-forward law: the name it was given
+        status, in_force, message, article_text = _verify(law, named, number, suffix, paragraph, store)
         verdict = Verdict(text[start:m.end()], start, m.end(), written, law.name if law else None, number, suffix,
                           paragraph, status, in_force, message, inferred, article_text)
         quote = _quote(text, start, m.end())
