@@ -32,6 +32,7 @@ from utils import lawbench as lb  # noqa: E402
 from utils.data import DataError, files_sha256, write_jsonl  # noqa: E402
 from utils.modeling import ModelLoadError, write_run_info  # noqa: E402
 from utils.prompter import TemplateError  # noqa: E402
+from utils.rag import RETRIEVERS  # noqa: E402
 from utils.results_log import ResultsLog  # noqa: E402
 
 PREDICTIONS = "predictions.jsonl"
@@ -63,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rag", action="store_true",
                    help="retrieve statutes for each item's question and add them to the instruction (utils/rag.py)")
     p.add_argument("--rag_top_k", type=int, default=3, help="articles retrieved per item with --rag")
-    p.add_argument("--rag_retriever", choices=("bm25", "hybrid"), default="bm25",
+    p.add_argument("--rag_retriever", choices=RETRIEVERS, default="bm25",
                    help="bm25 (default) or hybrid = BM25 + e5 over all articles (tools/build_dense_index.py first)")
     p.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="render these runs side by side; no model is loaded")
     p.add_argument("--labels", nargs="+", help="column names for --compare (default: directory names)")

@@ -34,12 +34,11 @@ def run_mode(mode: str, args: argparse.Namespace, out: Path) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"{mode}: train_clm.py failed:\n{done.stderr[-3000:]}")
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
-    trainable = re.search(r"LoRA: ([\d,]+) of ([\d,]+) parameters trainable", done.stdout + done.stderr)
+    trainable = re.search(r"LoRA: ([\d,]+) of [\d,]+ parameters trainable", done.stderr).group(1)
     info = json.loads((out / "run_info.json").read_text(encoding="utf-8"))
-    steps = info["global_step"] if "global_step" in info else args.max_steps
     return {"mode": mode, "peak_rss_gb": round(peak_kb / 1024**2, 2),
-            "train_s_per_step": round(info["train_runtime_s"] / steps, 2),
-            "trainable_params": int(trainable.group(1).replace(",", "")) if trainable else None,
+            "train_s_per_step": round(info["train_runtime_s"] / info["global_step"], 2),
+            "trainable_params": int(trainable.replace(",", "")),
             "adapter_mb": round((out / "adapter_model.safetensors").stat().st_size / 1e6, 1),
             "perplexity": round(info["perplexity"], 2)}
 

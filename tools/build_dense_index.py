@@ -1,6 +1,6 @@
 """Embed every statute article with multilingual-e5-small once, for hybrid retrieval (BM25 + e5).
 
-    python tools/build_dense_index.py                 # ~20 min on 2 cores; resumable: run it again after a stop
+    python tools/build_dense_index.py                 # ~25 min on 2 cores; resumable: run it again after a stop
     python tools/build_dense_index.py --threads 8     # more cores, faster
 
 Hybrid retrieval (``rerank="hybrid"`` in utils/retrieval.py, ``--rag_retriever hybrid`` in infer.py, webui.py

