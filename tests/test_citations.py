@@ -97,22 +97,40 @@ def test_verdicts_are_json_serialisable(store):
                                    "quote_mismatch": 0}
 
 
+def _table(lines: list[str]) -> dict:
+    return {" ".join(line.split()[:-2] if "%" in line else line.split()[:-1]): line.split()[-2 if "%" in line else -1]
+            for line in lines}
+
+
 def test_check_citations_tool(tmp_path, capsys):
     results = tmp_path / "results.jsonl"
     rows = [{"answer": "依据《刑法》第二百六十四条处罚；见第二百六十七条。"},
-            {"answer": "依照《合同法》第五十二条，合同无效。《刑法》第九百条。"}, {"answer": "无引用。"}]
+            {"answer": "依照《合同法》第五十二条，合同无效。《刑法》第九百条。"}, {"answer": "无引用。"},
+            {"answer": "《刑法》第二百六十四条规定：“抢劫他人财物的，处十年以上有期徒刑”。"}]
     results.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
     out = tmp_path / "verdicts.jsonl"
-    assert main(parse_args([str(results), "--details", "--output", str(out)])) == 0
-    printed = capsys.readouterr().out
-    table = {" ".join(line.split()[:-2] if "%" in line else line.split()[:-1]): line.split()[-2 if "%" in line else -1]
-             for line in printed.splitlines()[:9]}
-    assert table["citations"] == "4" and table["records citing something"] == "2"
-    assert (table["verified"], table["repealed"], table["not_found"], table["unknown_law"]) == ("2", "1", "1", "0")
-    assert f"{results}:2: 《合同法》第五十二条: repealed" in printed
+    assert main(parse_args([str(results), "--output", str(out)])) == 0
+    printed = capsys.readouterr().out.splitlines()
+    # like a linter: every wrong citation first (file:line: citation: verdict: why), then the summary
+    assert printed[:3] == [
+        f"{results}:2: 《合同法》第五十二条: repealed: 中华人民共和国合同法 is not in force (repealed on 2021-01-01, "
+        "replaced by 中华人民共和国民法典)",
+        f"{results}:2: 《刑法》第九百条: not_found: 中华人民共和国刑法 has no 第九百条",
+        f"{results}:4: 《刑法》第二百六十四条: quote_mismatch: 中华人民共和国刑法 第二百六十四条 exists and is in force; "
+        "the quoted text does not match the article (similarity 0.625)"]
+    assert printed[3] == "" and printed[-2:] == ["3 wrong citations (listed above)", f"wrote 4 records → {out}"]
+    table = _table(printed[4:13])
+    assert table["citations"] == "5" and table["records citing something"] == "3"
+    assert (table["verified"], table["repealed"], table["not_found"], table["unknown_law"]) == ("3", "1", "1", "0")
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert [r["summary"]["verified"] for r in records] == [2, 0, 0]
+    assert [r["summary"]["verified"] for r in records] == [2, 0, 0, 1]
     assert main(parse_args([str(results), "--strict"])) == 2
+    capsys.readouterr()
+
+    assert main(parse_args([str(results), "--summary_only"])) == 0
+    summary = capsys.readouterr().out.splitlines()
+    assert not any(str(results) in line for line in summary) and _table(summary[:9])["citations"] == "5"
+    assert summary[-1] == "3 wrong citations"
 
 
 def test_check_citations_tool_errors(tmp_path):

@@ -1,14 +1,20 @@
-"""Verify the statute citations in generated answers and print a summary table.
+"""Verify the statute citations in generated answers, like a linter: every problem, then a summary.
 
     python tools/check_citations.py outputs/infer_results.jsonl
-    python tools/check_citations.py results.jsonl --field output --details --output outputs/citations.jsonl
-    python tools/check_citations.py results.jsonl --strict        # exit 2 when any citation is wrong
+    python tools/check_citations.py results.jsonl --field output --output outputs/citations.jsonl
+    python tools/check_citations.py results.jsonl --strict           # exit 2 when any citation is wrong
+    python tools/check_citations.py results.jsonl --summary_only     # the table alone
 
 Input: a .jsonl (or .json array) of records with an ``answer`` field (what infer.py writes; ``--field``
 picks another). Every citation (《刑法》第二百六十四条, 劳动合同法第82条, 本法第N条 …) is checked against the
 statute store: verified / law_in_force (a law named, no article) / not_found / repealed / unknown_law,
 plus quoted text vs the article. Wrong = not_found, repealed, unknown_law or a quote that does not match.
-``--output`` writes one record per input record (its line, the verdicts) as JSONL, atomically.
+
+Output: one line per wrong citation, ``file:line: citation: verdict: why`` (e.g.
+``results.jsonl:2: 《刑法》第九百条: not_found: 中华人民共和国刑法 has no 第九百条``), then the summary table.
+Exit status: 0 when the file was checked (problems or not), 2 with ``--strict`` when a problem was found,
+1 on unreadable input. ``--output`` writes one record per input record (its line, the verdicts) as JSONL,
+atomically.
 """
 
 from __future__ import annotations
@@ -60,17 +66,20 @@ def table(results: list[tuple[str, list[Verdict]]]) -> str:
 def main(args: argparse.Namespace) -> int:
     store = StatuteStore.load()
     results = check_file(args.file, args.field, store)
+    bad = 0
+    for where, verdicts in results:
+        for v in filter(_wrong, verdicts):
+            bad += 1
+            if not args.summary_only:
+                print(f"{where}: {v.text}: {v.status if v.status in PROBLEMS else 'quote_mismatch'}: {v.message}")
+    if bad and not args.summary_only:
+        print()
     print(table(results))
-    if args.details:
-        for where, verdicts in results:
-            for v in verdicts:
-                if _wrong(v):
-                    print(f"{where}: {v.text}: {v.status}: {v.message}")
+    print(f"{bad} wrong citation{'s' if bad != 1 else ''}" + (" (listed above)" if bad and not args.summary_only else ""))
     if args.output:
         n = write_jsonl(args.output, ({"where": where, "citations": [v.to_dict() for v in vs],
                                        "summary": summarize(vs)} for where, vs in results))
         print(f"wrote {n} records → {args.output}")
-    bad = sum(_wrong(v) for _, vs in results for v in vs)
     return 2 if args.strict and bad else 0
 
 
@@ -78,9 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file", help="results .jsonl/.json with an `answer` field per record")
     parser.add_argument("--field", default="answer", help="the field holding the text to check (default: answer)")
-    parser.add_argument("--details", action="store_true", help="list every wrong citation (not found, repealed, unknown law, misquoted)")
+    parser.add_argument("--summary_only", action="store_true",
+                        help="print only the summary table, not the list of wrong citations")
+    parser.add_argument("--details", action="store_true", help=argparse.SUPPRESS)  # the old opt-in; listing is the default now
     parser.add_argument("--output", help="write the verdicts per record here (.jsonl)")
-    parser.add_argument("--strict", action="store_true", help="exit with status 2 if any citation is wrong (as --details lists them)")
+    parser.add_argument("--strict", action="store_true", help="exit with status 2 if any citation is wrong (not found, repealed, unknown law, misquoted)")
     return parser.parse_args(argv)
 
 
