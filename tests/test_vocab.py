@@ -4,8 +4,9 @@ import json
 import shutil
 
 import pytest
-from tiny_model import write_statute_corpus
+from tiny_model import build_tiny_tokenizer, write_statute_corpus
 
+from tools.merge_vocabulary import agreement_warning
 from tools.merge_vocabulary import main as merge_main
 from utils.data import DataError
 from utils.vocab import (
@@ -37,6 +38,32 @@ def _heldout(corpus):
     return [d for i, d in enumerate(docs) if i % 10 == 9]
 
 
+def test_a_base_normaliser_hf_does_not_apply_is_reported_loudly(corpus, tmp_path, capsys):
+    # sentencepiece's default nmt_nfkc turns full-width ，into ',', the HF conversion does not: the two halves of the
+    # tokenizer disagree before any merge. The figure must not pass silently, and the cause must be named.
+    base = tmp_path / "nfkc-base"
+    build_tiny_tokenizer(base, normalization="nmt_nfkc")
+    out = tmp_path / "merged"
+    assert merge_main(["--base_tokenizer", str(base), "--corpus", str(corpus), "--output_dir", str(out),
+                       "--vocab_size", "3000"]) == 0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    n = report["heldout_documents"]
+    assert report["sentencepiece_normalizer"] == "nmt_nfkc"
+    assert report["hf_sentencepiece_agree"] < n / 2 and report["hf_sentencepiece_agree_base"] < n / 2
+    err = capsys.readouterr().err
+    assert "WARNING" in err and f"hf_sentencepiece_agree {report['hf_sentencepiece_agree']}/{n}" in err
+    assert "already disagrees" in err and "'nmt_nfkc'" in err and "not caused by the merge" in err
+
+
+def test_agreement_warning_blames_the_merge_only_when_the_base_agrees():
+    report = {"heldout_documents": 10, "hf_sentencepiece_agree": 10, "hf_sentencepiece_agree_base": 10,
+              "sentencepiece_normalizer": "identity"}
+    assert agreement_warning(report) is None
+    assert agreement_warning({"heldout_documents": 10}) is None  # add_tokens bases have no tokenizer.model
+    caused = agreement_warning({**report, "hf_sentencepiece_agree": 7})
+    assert "3 of 10" in caused and "the merge caused it" in caused
+
+
 def test_sentencepiece_merge_keeps_base_and_shortens_legal_text(tiny_model_dir, merged_dir, corpus):
     from transformers import AutoTokenizer
 
@@ -50,6 +77,8 @@ def test_sentencepiece_merge_keeps_base_and_shortens_legal_text(tiny_model_dir, 
     assert report["base_size"] == len(base) == 2000
     assert report["merged_size"] == len(merged) == len(base) + report["added"] > len(base)
     assert report["round_trip_failed"] == 0 and report["hf_sentencepiece_agree"] == report["heldout_documents"]
+    assert report["hf_sentencepiece_agree_base"] == report["heldout_documents"]
+    assert report["sentencepiece_normalizer"] == "identity"
     heldout = _heldout(corpus)
     before, after = tokens_per_char(base, heldout), tokens_per_char(merged, heldout)
     assert after <= 0.85 * before and report["tokens_per_char_merged"] == round(after, 4)

@@ -34,7 +34,7 @@ def write_statute_corpus(path: Path, limit: int, stride: int, offset: int) -> Pa
     return path
 
 
-def build_sp_model(directory: Path, texts: list[str], vocab_size: int = TINY_VOCAB) -> Path:
+def build_sp_model(directory: Path, texts: list[str], vocab_size: int = TINY_VOCAB, normalization: str = "identity") -> Path:
     import sentencepiece as spm
 
     corpus = directory / "corpus.txt"
@@ -45,7 +45,7 @@ def build_sp_model(directory: Path, texts: list[str], vocab_size: int = TINY_VOC
         model_type="bpe",
         vocab_size=vocab_size,
         character_coverage=0.995,
-        normalization_rule_name="identity",  # as LLaMA: keep full-width punctuation
+        normalization_rule_name=normalization,  # identity as LLaMA: keep full-width punctuation
         byte_fallback=True,  # every character stays encodable, as in LLaMA
         split_digits=True,
         unk_id=0,
@@ -59,20 +59,28 @@ def build_sp_model(directory: Path, texts: list[str], vocab_size: int = TINY_VOC
     return directory / "tokenizer.model"
 
 
-def build_tiny_model(out_dir: Path) -> Path:
-    """Write a tokenizer + tiny LlamaForCausalLM into ``out_dir`` (``save_pretrained`` layout)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+def build_tiny_tokenizer(out_dir: Path, normalization: str = "identity"):
+    """A LLaMA-style HF tokenizer (+ its tokenizer.model) trained on statutes, saved into ``out_dir``."""
+    from transformers import LlamaTokenizer
 
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / "sp"
     work.mkdir(exist_ok=True)
-    sp_model = build_sp_model(work, statute_sample())
+    sp_model = build_sp_model(work, statute_sample(), normalization=normalization)
     tokenizer = LlamaTokenizer.from_pretrained(str(work), add_bos_token=True, add_eos_token=False)
     tokenizer.save_pretrained(str(out_dir))
     # transformers 5 saves tokenizer.json only; vocabulary tools need the sentencepiece model.
     shutil.copy(sp_model, out_dir / "tokenizer.model")
     shutil.rmtree(work)
+    return tokenizer
+
+
+def build_tiny_model(out_dir: Path) -> Path:
+    """Write a tokenizer + tiny LlamaForCausalLM into ``out_dir`` (``save_pretrained`` layout)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer(out_dir)
 
     torch.manual_seed(0)
     config = LlamaConfig(

@@ -39,6 +39,8 @@ from utils.vocab import (  # noqa: E402
     normal_pieces,
     round_trip_failures,
     save_sentencepiece_tokenizer,
+    sentencepiece_agreement,
+    sentencepiece_normalizer,
     tokens_per_char,
     train_sentencepiece,
 )
@@ -167,12 +169,33 @@ def build_report(args, base, merged, result, heldout, files, sentencepiece, merg
         },
     }
     if sentencepiece:
-        import sentencepiece as spm
-
-        sp = spm.SentencePieceProcessor(model_file=str(merged_dir / SP_MODEL))
-        ids = merged(heldout, add_special_tokens=False).input_ids
-        report["hf_sentencepiece_agree"] = sum(a == sp.encode(t) for a, t in zip(ids, heldout))
+        # Documents (of heldout_documents) that tokenizer.json and tokenizer.model segment identically,
+        # for the merged tokenizer and, to tell a merge fault from an inherited one, for the base.
+        report["hf_sentencepiece_agree"] = sentencepiece_agreement(merged, merged_dir / SP_MODEL, heldout)
+        base_model_file = Path(args.base_tokenizer) / SP_MODEL
+        report["hf_sentencepiece_agree_base"] = sentencepiece_agreement(base, base_model_file, heldout)
+        report["sentencepiece_normalizer"] = sentencepiece_normalizer(base_model_file)
     return report
+
+
+def agreement_warning(report: dict) -> str | None:
+    """A loud explanation when tokenizer.json and tokenizer.model disagree on held-out text, else None."""
+    if "hf_sentencepiece_agree" not in report or report["hf_sentencepiece_agree"] == report["heldout_documents"]:
+        return None
+    n, merged, base = report["heldout_documents"], report["hf_sentencepiece_agree"], report["hf_sentencepiece_agree_base"]
+    message = (f"the merged tokenizer's tokenizer.json (Hugging Face: training, serving) and tokenizer.model "
+               f"(sentencepiece: llama.cpp's converter and other sentencepiece tools) segment {n - merged} of {n} "
+               f"held-out documents differently (hf_sentencepiece_agree {merged}/{n}). ")
+    if base < n:
+        normalizer = report["sentencepiece_normalizer"]
+        cause = (f"its sentencepiece normaliser is '{normalizer}', which the Hugging Face conversion does not apply "
+                 "(e.g. NFKC turns full-width ，：（ into ASCII)" if normalizer != "identity" else
+                 f"its normaliser is '{normalizer}'; compare the two on a held-out text to find the cause")
+        return message + (f"The base tokenizer already disagrees on {n - base} of {n} ({cause}): inherited, not "
+                          "caused by the merge. Training and serving use tokenizer.json; a tool that reads "
+                          "tokenizer.model will see other token ids.")
+    return message + ("The base tokenizer agrees on all of them, so the merge caused it: check the appended "
+                      "pieces' scores (utils/vocab.merge_sentencepiece).")
 
 
 def _write_lines(path: str, lines: list[str]) -> None:
@@ -195,6 +218,9 @@ def main(argv=None) -> int:
     if "sample" in report:
         print("sample (base):  ", " ".join(report["sample"]["base"]))
         print("sample (merged):", " ".join(report["sample"]["merged"]))
+    warning = agreement_warning(report)
+    if warning:
+        print(f"merge_vocabulary: WARNING: {warning}", file=sys.stderr)
     if report.get("round_trip_failed"):
         print(f"merge_vocabulary: error: {report['round_trip_failed']} held-out texts do not round-trip", file=sys.stderr)
         return 1

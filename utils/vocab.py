@@ -245,6 +245,25 @@ def round_trip_failures(tokenizer, texts: list[str]) -> list[int]:
     return [i for i, (t, x) in enumerate(zip(texts, ids)) if tokenizer.decode(x) != t]
 
 
+def sentencepiece_agreement(tokenizer, model_file: str | Path, texts: list[str]) -> int:
+    """How many of ``texts`` the HF tokenizer and the sentencepiece model encode to identical ids.
+
+    They should always agree: training and serving use the HF tokenizer (tokenizer.json), while
+    sentencepiece-based tools (llama.cpp's converter, the sentencepiece library) read tokenizer.model.
+    A base model whose normaliser HF's conversion does not reproduce disagrees before any merge.
+    """
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    ids = tokenizer(texts, add_special_tokens=False).input_ids
+    return sum(a == sp.encode(t) for a, t in zip(ids, texts))
+
+
+def sentencepiece_normalizer(model_file: str | Path) -> str:
+    """The normalisation rule a sentencepiece model applies (``identity`` in LLaMA, ``nmt_nfkc`` by default)."""
+    return _load_proto(model_file).normalizer_spec.name
+
+
 # ---------------------------------------------------------------- new embedding rows
 
 
