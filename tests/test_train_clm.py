@@ -79,6 +79,67 @@ def test_extended_vocabulary_is_trained(tiny_model_dir, corpus, legal_tokenizer,
     assert moved >= 50, moved
 
 
+@pytest.fixture(scope="module")
+def tied_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model with lm_head tied to the input embedding, as Gemma's."""
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tied")
+    config = AutoConfig.from_pretrained(str(tiny_model_dir))
+    config.tie_word_embeddings = True
+    torch.manual_seed(1)
+    LlamaForCausalLM(config).save_pretrained(str(out))
+    for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"):
+        (out / name).write_bytes((tiny_model_dir / name).read_bytes())
+    return out
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_adapter_of_a_grown_vocabulary_holds_one_copy_per_trained_matrix(tiny_model_dir, tied_model_dir, corpus,
+                                                                         legal_tokenizer, tmp_path, tied):
+    import merge_lora
+
+    base_dir = tied_model_dir if tied else tiny_model_dir
+    out = tmp_path / "lora"
+    run(*common(base_dir, corpus, out, "--tokenizer_path", legal_tokenizer, "--max_steps", 2, "--save_strategy", "no",
+                "--lora_r", 4, "--lora_target_modules", "[q_proj, v_proj]"))
+    saved = load_file(str(out / "adapter_model.safetensors"))
+    size = read_run_info(out)["vocab"]["tokenizer_size"]
+    matrices = {k: v for k, v in saved.items() if "lora_" not in k}
+    # peft's default kept the resized base (.weight) and the untouched original_module next to each trained copy:
+    # six vocabulary-sized matrices; merging and resuming need the two trained ones (tied: two identical copies,
+    # as peft clones shared tensors when saving).
+    assert sorted(matrices) == ["base_model.model.lm_head.weight", "base_model.model.model.embed_tokens.weight"]
+    assert all(v.shape[0] == size for v in matrices.values())
+    if tied:
+        assert torch.equal(*matrices.values())
+
+    merge_lora.main(lora_model=str(out), output_dir=str(tmp_path / "merged"))  # merged vs adapter logits checked inside
+    merged = load_file(str(tmp_path / "merged" / "model.safetensors"))
+    # the merged model carries the trained matrices exactly
+    assert torch.equal(merged["model.embed_tokens.weight"], matrices["base_model.model.model.embed_tokens.weight"])
+    if tied:
+        assert "lm_head.weight" not in merged  # still tied: one matrix on disk
+        from transformers import AutoModelForCausalLM
+
+        reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"))
+        assert reloaded.lm_head.weight.data_ptr() == reloaded.model.embed_tokens.weight.data_ptr()
+    else:
+        assert torch.equal(merged["lm_head.weight"], matrices["base_model.model.lm_head.weight"])
+
+
+def test_resume_with_a_grown_vocabulary_gives_the_uninterrupted_result(tiny_model_dir, corpus, legal_tokenizer, tmp_path):
+    # The checkpoints hold only the trained embedding copies: resuming must still continue exactly.
+    args = ["--lora_r", 4, "--max_steps", 4, "--save_steps", 2, "--tokenizer_path", legal_tokenizer]
+    run(*common(tiny_model_dir, corpus, tmp_path / "a", *args))
+    run(*common(tiny_model_dir, corpus, tmp_path / "b", *args, "--resume_from_checkpoint", tmp_path / "a" / "checkpoint-2"))
+    full = load_file(str(tmp_path / "a" / "adapter_model.safetensors"))
+    resumed = load_file(str(tmp_path / "b" / "adapter_model.safetensors"))
+    assert full.keys() == resumed.keys() and not any("original_module" in k for k in full)
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], rtol=1e-5, atol=1e-6)
+
+
 def test_resume_gives_the_uninterrupted_result(tiny_model_dir, corpus, tmp_path):
     args = ["--lora_r", 4, "--lora_dropout", 0.1, "--max_steps", 4, "--save_steps", 2]
     run(*common(tiny_model_dir, corpus, tmp_path / "a", *args))

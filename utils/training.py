@@ -8,6 +8,7 @@ here and save here, so a fix to any of it reaches both stages.
 import math
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -317,13 +318,55 @@ def _wrap_lora(model, lora_args: LoraArguments, train_embeddings: bool, new_rows
 # ---------------------------------------------------------------- trainer, saving, provenance
 
 
+def adapter_holds_embeddings(model) -> bool:
+    """True when a peft adapter carries every trained embedding row itself — whole copies (``modules_to_save``)
+    or the new rows (``trainable_token_indices``) — and LoRA does not target the embeddings.
+
+    Then the base's embedding matrices need not travel with the adapter. peft saves them anyway once the
+    vocabulary was resized (``save_embedding_layers="auto"``): the resized ``.weight``, and, per wrapped module, the
+    ``original_module`` copy (the untouched base module, kept so ``disable_adapter()`` can switch back) beside the
+    trained ``modules_to_save`` copy — three matrices per module where merging and resuming need one.
+    """
+    from peft import PeftModel
+    from peft.utils.other import EMBEDDING_LAYER_NAMES
+
+    if not isinstance(model, PeftModel):
+        return False
+    config = model.peft_config[model.active_adapter]
+    targets = config.target_modules
+    embeddings_targeted = isinstance(targets, str) and any(re.search(targets, n) for n in EMBEDDING_LAYER_NAMES) or (
+        not isinstance(targets, str) and any(t.split(".")[-1] in EMBEDDING_LAYER_NAMES for t in targets or ()))
+    trained = set(config.modules_to_save or ()) | set(config.trainable_token_indices or ())
+    return not embeddings_targeted and any(name.split(".")[-1] in EMBEDDING_LAYER_NAMES for name in trained)
+
+
 def make_trainer(prepared: Prepared, training: TrainingArguments, train_ds, eval_ds):
     from transformers import DataCollatorForSeq2Seq, Trainer
+    from transformers.trainer import TRAINING_ARGS_NAME
+
+    class AdapterTrainer(Trainer):
+        """Saves an adapter with only what merging and resuming need (see :func:`adapter_holds_embeddings`);
+        everything else is the Trainer's own saving."""
+
+        def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+            model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+            if not adapter_holds_embeddings(model):
+                return super()._save(output_dir, state_dict)
+            output_dir = output_dir or self.args.output_dir
+            if self.args.should_save:
+                os.makedirs(output_dir, exist_ok=True)
+            model.save_pretrained(output_dir, state_dict=state_dict, is_main_process=self.args.should_save,
+                                  save_embedding_layers=False)
+            if self.args.should_save:
+                self.processing_class.save_pretrained(output_dir)
+                import torch
+
+                torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     collator = DataCollatorForSeq2Seq(prepared.tokenizer, padding=True, pad_to_multiple_of=8,
                                       label_pad_token_id=IGNORE_INDEX, return_tensors="pt")
-    return Trainer(model=prepared.model, args=training, train_dataset=train_ds, eval_dataset=eval_ds,
-                   data_collator=collator, processing_class=prepared.tokenizer)
+    return AdapterTrainer(model=prepared.model, args=training, train_dataset=train_ds, eval_dataset=eval_ds,
+                          data_collator=collator, processing_class=prepared.tokenizer)
 
 
 def train_and_save(trainer, prepared: Prepared, training: TrainingArguments, info: dict) -> dict:
