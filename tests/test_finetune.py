@@ -123,7 +123,21 @@ def test_bad_data_exits_nonzero_with_one_line(tiny_model_dir, tmp_path):
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == f"finetune: error: {bad}:3: missing field 'output'"
 
 
-@pytest.mark.parametrize("problem", ["unknown_template", "8bit_on_cpu", "bad_batch", "no_answer_fits", "bad_target"])
+@pytest.mark.parametrize("targets", ["all-linear", "[all-linear]", "'all-linear'"])
+def test_all_linear_adapts_every_linear_layer_but_the_head(tiny_model_dir, data, tmp_path, targets):
+    # peft's keyword (LLaMA-Factory's `lora_target: all`), in every spelling our list parser accepts
+    from safetensors.torch import load_file
+
+    out = tmp_path / "all"
+    run(*common(tiny_model_dir, data, out, "--max_steps", 1, "--save_strategy", "no", "--lora_target_modules", targets))
+    resolved = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+    assert read_run_info(out)["lora_target_modules"] == resolved
+    adapted = {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in load_file(str(out / "adapter_model.safetensors"))}
+    assert adapted == set(resolved)  # not lm_head, not the embeddings
+
+
+@pytest.mark.parametrize("problem", ["unknown_template", "8bit_on_cpu", "bad_batch", "no_answer_fits", "bad_target",
+                                     "all_linear_and_more"])
 def test_argument_errors_are_one_line(tiny_model_dir, data, tmp_path, capsys, problem):
     from utils.training import run_entry
 
@@ -133,6 +147,7 @@ def test_argument_errors_are_one_line(tiny_model_dir, data, tmp_path, capsys, pr
         "bad_batch": (["--batch_size", "5"], "--batch_size 5 is not a multiple of micro batch 2"),
         "no_answer_fits": (["--cutoff_len", "8"], "no example keeps an answer token within --cutoff_len"),
         "bad_target": (["--lora_target_modules", "[q_proj,wrong_proj]"], "['wrong_proj'] not in LlamaForCausalLM"),
+        "all_linear_and_more": (["--lora_target_modules", "[all-linear,q_proj]"], "'all-linear' already covers"),
     }[problem]
     argv = [str(a) for a in common(tiny_model_dir, data, tmp_path / "o", *extra)]
     assert run_entry("finetune", finetune.parse, finetune.main, argv) == 1

@@ -101,10 +101,14 @@ def test_adapter_of_a_grown_vocabulary_holds_one_copy_per_trained_matrix(tiny_mo
 
     base_dir = tied_model_dir if tied else tiny_model_dir
     out = tmp_path / "lora"
+    targets = "all-linear" if tied else "[q_proj, v_proj]"  # all-linear never puts LoRA on the head or embeddings
     run(*common(base_dir, corpus, out, "--tokenizer_path", legal_tokenizer, "--max_steps", 2, "--save_strategy", "no",
-                "--lora_r", 4, "--lora_target_modules", "[q_proj, v_proj]"))
+                "--lora_r", 4, "--lora_target_modules", targets))
     saved = load_file(str(out / "adapter_model.safetensors"))
-    size = read_run_info(out)["vocab"]["tokenizer_size"]
+    info = read_run_info(out)
+    size = info["vocab"]["tokenizer_size"]
+    assert info["lora_target_modules"] == (["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj",
+                                            "v_proj"] if tied else ["q_proj", "v_proj"])
     matrices = {k: v for k, v in saved.items() if "lora_" not in k}
     # peft's default kept the resized base (.weight) and the untouched original_module next to each trained copy:
     # six vocabulary-sized matrices; merging and resuming need the two trained ones (tied: two identical copies,

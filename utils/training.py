@@ -31,6 +31,8 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------- argument groups
 
 NEW_EMBEDDINGS = ("full", "new_rows")  # how LoRA trains the embeddings of a grown vocabulary
+# peft's keyword for every linear layer except the output head (the QLoRA paper's setting; LLaMA-Factory's `all`)
+ALL_LINEAR = "all-linear"
 
 
 @dataclass
@@ -65,7 +67,8 @@ class LoraArguments:
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
     lora_target_modules: str = field(
-        default="[q_proj,v_proj]", metadata={"help": "modules to adapt: '[q_proj,v_proj]' or 'q_proj,v_proj'"})
+        default="[q_proj,v_proj]", metadata={"help": "modules to adapt: '[q_proj,v_proj]' or 'q_proj,v_proj', or "
+                                                     "'all-linear' (peft: every linear layer but the output head)"})
 
     def __post_init__(self):
         if self.lora_r < 0:
@@ -74,6 +77,9 @@ class LoraArguments:
             raise ConfigError(f"--lora_dropout {self.lora_dropout}: must be in [0, 1)")
         if self.lora_r and not self.target_modules():
             raise ConfigError("--lora_target_modules is empty")
+        if ALL_LINEAR in self.target_modules() and len(self.target_modules()) > 1:
+            raise ConfigError(f"--lora_target_modules {self.lora_target_modules}: '{ALL_LINEAR}' already covers "
+                              "every linear layer; give it alone")
 
     def target_modules(self) -> list[str]:
         text = self.lora_target_modules.strip().strip("[]")
@@ -228,6 +234,7 @@ class Prepared:
     tokenizer: object
     tokenizer_dir: str
     vocab: dict
+    lora_target_modules: list[str] | None = None  # resolved leaf names, e.g. all-linear → [down_proj, …, v_proj]
 
 
 def _load_dtype(model_args: ModelArguments, lora: bool, device: str) -> str:
@@ -287,7 +294,12 @@ def prepare_model(model_args: ModelArguments, lora_args: LoraArguments, training
     vocab = {"base_rows": base_rows, "tokenizer_size": len(tokenizer), "grew": grew,
              "extend_vocab": model_args.extend_vocab, "new_row_init": "mean of base pieces" if grew else None,
              "new_embeddings": (model_args.new_embeddings if use_lora else "full") if grew else None}
-    return Prepared(model, tokenizer, str(tokenizer_dir), vocab)
+    return Prepared(model, tokenizer, str(tokenizer_dir), vocab, lora_targets(model) if use_lora else None)
+
+
+def lora_targets(model) -> list[str]:
+    """The distinct leaf names of the modules LoRA adapts (peft resolves ``all-linear`` to full module paths)."""
+    return sorted({name.rsplit(".", 1)[-1] for name in model.peft_config[model.active_adapter].target_modules})
 
 
 def _wrap_lora(model, lora_args: LoraArguments, train_embeddings: bool, new_rows: range | None = None):
@@ -296,10 +308,12 @@ def _wrap_lora(model, lora_args: LoraArguments, train_embeddings: bool, new_rows
 
     targets = lora_args.target_modules()
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = [t for t in targets if t not in names]
+    missing = [t for t in targets if t not in names and t != ALL_LINEAR]
     if missing:
         raise ConfigError(f"--lora_target_modules {missing} not in {type(model).__name__}; it has e.g. "
-                          f"{sorted(n for n in names if n.endswith('proj'))[:8]}")
+                          f"{sorted(n for n in names if n.endswith('proj'))[:8]}, or give '{ALL_LINEAR}'")
+    if targets == [ALL_LINEAR]:
+        targets = ALL_LINEAR  # peft's keyword is a plain string, not a module name in a list
     modules_to_save, token_rows, tied = None, None, False
     if train_embeddings:
         embed, head = model.get_input_embeddings(), model.get_output_embeddings()
@@ -387,7 +401,8 @@ def train_and_save(trainer, prepared: Prepared, training: TrainingArguments, inf
             shutil.copy(Path(prepared.tokenizer_dir) / SP_MODEL, out / SP_MODEL)  # vocabulary tools need it
         trainer.save_state()
         plot_losses(trainer.state.log_history, out / "loss_curve.png")
-        info = {**info, **metrics, "vocab": prepared.vocab, "world_size": training.world_size,
+        info = {**info, **metrics, "vocab": prepared.vocab, "lora_target_modules": prepared.lora_target_modules,
+                "world_size": training.world_size,
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         _write_run_info(out, info)
         log(training, f"saved to {out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
