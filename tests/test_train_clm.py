@@ -216,6 +216,11 @@ def test_new_rows_mode_trains_only_the_new_vocabulary(tiny_model_dir, corpus, le
     matrices = [k for k in ("model.embed_tokens.weight", "lm_head.weight") if k in base]
     for key in matrices:
         assert merged[key].shape[0] == size and torch.equal(merged[key][:base_rows], base[key])  # base rows kept
+    # the new rows come whole from the adapter (peft's "delta" holds the rows' values), so the adapter need not
+    # carry the resized base matrix
+    assert all("lora_" in k or "trainable_tokens" in k for k in saved)
+    delta = next(v for k, v in saved.items() if "embed_tokens" in k and "trainable_tokens" in k)
+    assert torch.equal(merged["model.embed_tokens.weight"][base_rows:], delta)
     base_tok, tok = AutoTokenizer.from_pretrained(str(tiny_model_dir)), AutoTokenizer.from_pretrained(str(out))
     embed, moved = merged["model.embed_tokens.weight"], 0
     for token_id in range(base_rows, size):
