@@ -6,14 +6,22 @@
     python evaluate.py --lora_weights outputs/sft-x --tasks 3-3,3-4 --shots 1 --train_data data/sft/train.json \
         --output_dir outputs/eval-sft
     python evaluate.py --compare outputs/eval-base outputs/eval-sft --output_dir outputs/eval-compare
+    python evaluate.py --score_predictions LawBench/predictions/zero_shot/GPT4 --output_dir outputs/gpt4  # no model
+    python evaluate.py --score_predictions outputs/eval-base --output_dir outputs/eval-base-rescored
     bash scripts/evaluate.sh
 
+Scores are LawBench's own (its answer extraction, abstention rule, metric and average per task;
+utils/lawbench_scoring.py), so they can be put next to LawBench's published results.
 Writes into --output_dir: predictions.jsonl (one line per item, appended as batches finish: an
-interrupted run resumes where it stopped), details.jsonl (what was extracted from each answer, its
-score, abstained or not), scores.json, scores.md, scores.png and run_info.json. --limit N takes the
-first N items of each task (deterministic). Prompts longer than the model's context are shortened in
-the middle of the case text and marked ``truncated``. --train_data adds the share of items whose
-n-grams overlap that training file (contamination) to the report. Generation is greedy.
+interrupted run resumes where it stopped), lawbench/<task>.json (the same predictions in LawBench's raw
+layout, for LawBench's own tooling or anyone comparing models), details.jsonl (what LawBench's rule read
+from each answer, its score, abstained or not), scores.json, scores.md, scores.png and run_info.json.
+--limit N takes the first N items of each task (deterministic). Prompts longer than the model's context are
+shortened in the middle of the case text and marked ``truncated``. --train_data adds the share of items
+whose n-grams overlap that training file (contamination) to the report. Generation is greedy.
+--score_predictions DIR scores without loading a model: a folder of LawBench raw predictions
+(<task>.json, as LawBench publishes them) or one of our run directories (rescored from its
+predictions.jsonl against --data_dir, which must be the data it was run on).
 """
 
 from __future__ import annotations
@@ -68,6 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="bm25 (default) or hybrid = BM25 + e5 over all articles (tools/build_dense_index.py first)")
     p.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="render these runs side by side; no model is loaded")
     p.add_argument("--labels", nargs="+", help="column names for --compare (default: directory names)")
+    p.add_argument("--score_predictions", metavar="DIR",
+                   help="score without a model: LawBench raw predictions (<task>.json) or a run directory of ours")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--load_8bit", action="store_true")
@@ -77,8 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--limit must be >= 1, got {args.limit}")
     if args.batch_size < 1 or args.max_new_tokens < 1 or args.rag_top_k < 1:
         p.error("--batch_size, --max_new_tokens and --rag_top_k must be >= 1")
-    if not args.compare and not (args.base_model or args.lora_weights):
-        p.error("give --base_model and/or --lora_weights (or --compare RUN_DIR ...)")
+    if not args.compare and not args.score_predictions and not (args.base_model or args.lora_weights):
+        p.error("give --base_model and/or --lora_weights (or --compare RUN_DIR ... or --score_predictions DIR)")
     return args
 
 
@@ -164,18 +174,33 @@ def generate(engine, items_by_task: dict, output_dir: Path, args) -> int:
     return len(todo)
 
 
-def score(items_by_task: dict, output_dir: Path, args, info: dict) -> dict:
-    done = read_predictions(output_dir / PREDICTIONS)
+def score(items_by_task: dict, output_dir: Path, args, info: dict, predictions_path: Path | None = None) -> dict:
+    """Score a run's predictions.jsonl (default: the one in output_dir) with LawBench's definitions; write
+    details.jsonl, lawbench/<task>.json and the report into output_dir."""
+    predictions_path = predictions_path or output_dir / PREDICTIONS
+    done = read_predictions(predictions_path)
     tasks, details = [], []
     check = None
     if args.train_data:
         index = contamination.build_index(args.train_data, args.ngram)
         check = contamination.check(items_by_task, index, args.contamination_threshold)
+    records = {}
     for task, items in items_by_task.items():
-        predictions = [done[prediction_key(task, item["index"])]["prediction"] for item in items]
-        result, per_item = lb.score_task(task, items, predictions)
+        missing = [item["index"] for item in items if prediction_key(task, item["index"]) not in done]
+        if missing:
+            raise EvalError(f"{predictions_path}: no prediction for {len(missing)} item(s) of task {task} "
+                            f"(first: {missing[0]}); finish the run first (rerun it with the same settings)")
+        records[task] = [done[prediction_key(task, item["index"])] for item in items]
+        # every task's raw layout before any scoring: a task that cannot be scored here loses nothing
+        lb.write_raw(output_dir / lb.RAW_DIR, task, items, [r["prediction"] for r in records[task]])
+    for task, items in items_by_task.items():
+        try:
+            result, per_item = lb.score_task(task, items, [r["prediction"] for r in records[task]])
+        except lb.LawBenchError as e:
+            raise lb.LawBenchError(f"{e} (the predictions are kept in {predictions_path.parent}: score them again "
+                                   f"with --score_predictions)") from e
         row = result.as_dict()
-        row["truncated"] = sum(done[prediction_key(task, item["index"])]["truncated"] for item in items)
+        row["truncated"] = sum(r.get("truncated", False) for r in records[task])
         if check is not None:
             row["contaminated"] = check[task]["share"]
         tasks.append(row)
@@ -183,11 +208,46 @@ def score(items_by_task: dict, output_dir: Path, args, info: dict) -> dict:
     write_jsonl(output_dir / "details.jsonl", details)
     meta = {k: info.get(k) for k in ("base_model", "lora_weights", "prompt_template", "shots", "limit", "data_source",
                                      "rag_top_k", "rag_retriever")}
+    meta["scorer"] = lb.SCORER
     if check is not None:
         meta["contamination"] = {"train_data": args.train_data, "ngram": args.ngram,
                                  "threshold": args.contamination_threshold,
                                  "items": {t: c["items"] for t, c in check.items()}}
     return report.write_report(output_dir, tasks, meta)
+
+
+def rescore_run(run_dir: Path, output_dir: Path, args) -> dict:
+    """Score one of our run directories again from its predictions.jsonl; the items come from --data_dir,
+    which must be the prepared data the run used (its manifest's checksum is in run_info.json)."""
+    info_path = run_dir / "run_info.json"
+    if not info_path.is_file():
+        raise EvalError(f"{run_dir}: has {PREDICTIONS} but no run_info.json (not an evaluate.py run directory?)")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    manifest = Path(args.data_dir) / "manifest.json"
+    if not manifest.is_file():
+        raise EvalError(f"{manifest}: missing; give --data_dir the prepared data {run_dir} was run on")
+    if files_sha256([manifest]) != info.get("data_manifest_sha256"):
+        raise EvalError(f"{run_dir} was run on other prepared data than {args.data_dir} (manifest checksum differs); "
+                        f"give --data_dir the data it was run on ({info.get('data_source')})")
+    items_by_task = {t: lb.load_task(args.data_dir, t, info["shots"], info.get("limit")) for t in info["tasks"]}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return score(items_by_task, output_dir, args, info, predictions_path=run_dir / PREDICTIONS)
+
+
+def score_raw(folder: Path, output_dir: Path) -> dict:
+    """Score a folder of LawBench raw predictions (<task>.json): details.jsonl and the report."""
+    tasks, details = [], []
+    for result, per_item in lb.score_raw_folder(folder):
+        tasks.append(result.as_dict())
+        details.extend({"task": result.task, "index": i, **d} for i, d in enumerate(per_item))
+    write_jsonl(output_dir / "details.jsonl", details)
+    return report.write_report(output_dir, tasks, {"scored_from": str(folder), "scorer": lb.SCORER})
+
+
+def score_predictions(source: Path, output_dir: Path, args) -> dict:
+    if (source / PREDICTIONS).is_file():
+        return rescore_run(source, output_dir, args)
+    return score_raw(source, output_dir)
 
 
 def main(argv=None) -> dict:
@@ -197,6 +257,11 @@ def main(argv=None) -> dict:
         table = report.compare(args.compare, output_dir, args.labels)
         print(table)
         return {"compare": table}
+    if args.score_predictions:
+        data = score_predictions(Path(args.score_predictions), output_dir, args)
+        print(report.markdown_table(data["tasks"]))
+        print(f"[evaluate] wrote {output_dir}/scores.json, scores.md, scores.png, details.jsonl")
+        return data
     task_ids = lb.available_tasks(args.data_dir) if args.tasks == "all" else lb.resolve_tasks(args.tasks)
     items_by_task = {t: lb.load_task(args.data_dir, t, args.shots, args.limit) for t in task_ids}
     if args.rag:  # before the slow model load: missing e5 vectors are a one-line error, not a late crash
@@ -222,7 +287,7 @@ def main(argv=None) -> dict:
     generated = generate(engine, items_by_task, output_dir, args)
     data = score(items_by_task, output_dir, args, info)
     print(report.markdown_table(data["tasks"]))
-    print(f"[evaluate] wrote {output_dir}/scores.json, scores.md, scores.png, details.jsonl")
+    print(f"[evaluate] wrote {output_dir}/scores.json, scores.md, scores.png, details.jsonl, {lb.RAW_DIR}/")
     return {"generated": generated, **data}
 
 

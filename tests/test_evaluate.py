@@ -1,4 +1,5 @@
-"""evaluate.py end to end on the tiny model: 3 tasks × 4 items, files and chart, resume, truncation, compare."""
+"""evaluate.py end to end on the tiny model: 3 tasks × 4 items, files and chart, resume, truncation, compare;
+--score_predictions on LawBench's raw layout and on our run directories (no model)."""
 
 import json
 from pathlib import Path
@@ -48,7 +49,8 @@ def test_end_to_end_resume_and_compare(tiny_model_dir, data_dir, tmp_path):
                                 ensure_ascii=False), encoding="utf-8")
     result = _run(tiny_model_dir, data_dir, out, "--train_data", str(train), "--ngram", "5")
     assert result["generated"] == 12
-    for name in ("predictions.jsonl", "details.jsonl", "scores.json", "scores.md", "scores.png", "run_info.json"):
+    for name in ("predictions.jsonl", "details.jsonl", "scores.json", "scores.md", "scores.png", "run_info.json",
+                 "lawbench/1-2.json", "lawbench/3-3.json", "lawbench/3-4.json"):
         assert (out / name).is_file(), name
     assert (out / "scores.png").read_bytes()[:4] == b"\x89PNG"
     scores = json.loads((out / "scores.json").read_text(encoding="utf-8"))
@@ -61,6 +63,16 @@ def test_end_to_end_resume_and_compare(tiny_model_dir, data_dir, tmp_path):
     details = [json.loads(line) for line in (out / "details.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(details) == 12 and {"extracted", "abstained", "score"} <= set(details[0])
     assert "| 3-3 | 罪名预测 | f1 |" in (out / "scores.md").read_text(encoding="utf-8")
+    predictions = {(r["task"], r["index"]): r["prediction"] for r in map(json.loads, (out / "predictions.jsonl").open())}
+    raw = json.loads((out / "lawbench" / "3-4.json").read_text(encoding="utf-8"))
+    assert list(raw) == ["0", "1", "2", "3"] and raw["1"]["prediction"] == predictions[("3-4", 1)]
+    assert raw["1"]["refr"] == "刑期:6个月" and raw["1"]["origin_prompt"][0]["prompt"].startswith(ITEMS["3-4"][0] + "\n")
+    # the run's LawBench-layout folder, and the run directory itself, score to the run's own numbers
+    for source in (out / "lawbench", out):
+        again = evaluate.main(["--score_predictions", str(source), "--data_dir", str(data_dir),
+                               "--output_dir", str(tmp_path / f"rescored-{source.name}")])
+        assert [(t["task"], t["score"], t["abstention"], t["n"]) for t in again["tasks"]] == \
+            [(t["task"], t["score"], t["abstention"], t["n"]) for t in scores["tasks"]]
 
     # resume: nothing to do; then lose two finished items and a torn line, and only those are redone
     assert _run(tiny_model_dir, data_dir, out)["generated"] == 0
@@ -80,6 +92,69 @@ def test_end_to_end_resume_and_compare(tiny_model_dir, data_dir, tmp_path):
     table = evaluate.main(["--compare", str(out), str(other), "--output_dir", str(tmp_path / "cmp")])["compare"]
     assert "| task | name | run | run1shot |" in table and "| 1-2 | 知识问答 |" in table
     assert (tmp_path / "cmp" / "compare.png").is_file()
+
+
+def _raw_folder(folder: Path) -> Path:
+    """LawBench's raw layout, as it publishes predictions: 2 tasks, hand-written answers."""
+    entries = {"3-4": [("刑期:4个月。依照刑法第二百六十四条…或者无期徒刑。", "刑期:4个月"), ("不清楚", "刑期:12个月"),
+                       ("无期徒刑", "刑期:无期")],
+               "1-2": [("[正确答案]B<eoa>", "正确答案：B。"), ("A", "正确答案：C。")]}
+    folder.mkdir(parents=True)
+    for task, rows in entries.items():
+        raw = {str(i): {"origin_prompt": [{"role": "HUMAN", "prompt": "问题"}], "prediction": p, "refr": g}
+               for i, (p, g) in enumerate(rows)}
+        (folder / f"{task}.json").write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")
+    (folder / "results.csv").write_text("not a task\n", encoding="utf-8")  # other files are left alone
+    return folder
+
+
+def test_score_lawbench_raw_predictions_without_a_model(tmp_path):
+    out = tmp_path / "scored"
+    result = evaluate.main(["--score_predictions", str(_raw_folder(tmp_path / "GPT4")), "--output_dir", str(out)])
+    rows = {t["task"]: t for t in result["tasks"]}
+    assert list(rows) == ["1-2", "3-4"]
+    assert (rows["1-2"]["score"], rows["1-2"]["abstention"]) == (0.5, 0.0)
+    assert (rows["3-4"]["score"], rows["3-4"]["abstention"], rows["3-4"]["scored"]) == (0.5, 1 / 3, 2)
+    for name in ("scores.json", "scores.md", "scores.png", "details.jsonl"):
+        assert (out / name).is_file(), name
+    details = [json.loads(line) for line in (out / "details.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert details[2] == {"task": "3-4", "index": 0, "extracted": 4, "abstained": False, "score": 1.0}
+    assert details[4]["score"] is None and "skipped" in details[4]
+    assert json.loads((out / "scores.json").read_text(encoding="utf-8"))["meta"]["scorer"].startswith("LawBench")
+    with pytest.raises(evaluate.lb.LawBenchError, match="no LawBench predictions"):
+        evaluate.main(["--score_predictions", str(tmp_path), "--output_dir", str(tmp_path / "x")])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "1-2.json").write_text('{"1": {"prediction": "A", "refr": "正确答案：A。"}}', encoding="utf-8")
+    with pytest.raises(evaluate.lb.LawBenchError, match='no entry "0"'):
+        evaluate.main(["--score_predictions", str(bad), "--output_dir", str(tmp_path / "y")])
+
+
+def test_rescore_a_run_directory_without_a_model(data_dir, tmp_path):
+    """An earlier run (predictions.jsonl + run_info.json) is scored again against the data it was run on."""
+    from utils.data import files_sha256
+
+    run = tmp_path / "old-run"
+    run.mkdir()
+    info = {"tasks": ["3-4"], "shots": 0, "limit": 2, "data_manifest_sha256": files_sha256([data_dir / "manifest.json"]),
+            "data_source": {"kind": "test"}}
+    (run / "run_info.json").write_text(json.dumps(info), encoding="utf-8")
+    answers = ["刑期:6个月，本案不属于应当判处死刑的情形。", "有期徒刑六个月"]
+    (run / "predictions.jsonl").write_text("".join(
+        json.dumps({"key": f"3-4:{i}", "task": "3-4", "index": i, "prediction": a, "truncated": False},
+                   ensure_ascii=False) + "\n" for i, a in enumerate(answers)), encoding="utf-8")
+    result = evaluate.main(["--score_predictions", str(run), "--data_dir", str(data_dir), "--output_dir", str(run)])
+    assert (result["tasks"][0]["score"], result["tasks"][0]["n"]) == (1.0, 2)
+    assert json.loads((run / "lawbench" / "3-4.json").read_text(encoding="utf-8"))["1"]["prediction"] == answers[1]
+    with pytest.raises(evaluate.EvalError, match="other prepared data"):
+        other = tmp_path / "other"
+        P.write_dataset({("zero_shot", "3-4"): [{"task": "3-4", "index": 0, "instruction": "i", "question": "q",
+                                                 "answer": "刑期:1个月"}]}, other, {"kind": "other"})
+        evaluate.main(["--score_predictions", str(run), "--data_dir", str(other), "--output_dir", str(tmp_path / "z")])
+    info["limit"] = 3  # a run cut short: the missing item is named
+    (run / "run_info.json").write_text(json.dumps(info), encoding="utf-8")
+    with pytest.raises(evaluate.EvalError, match="no prediction for 1 item.*task 3-4 .first: 2."):
+        evaluate.main(["--score_predictions", str(run), "--data_dir", str(data_dir), "--output_dir", str(run)])
 
 
 def test_argument_errors(data_dir, tmp_path):
