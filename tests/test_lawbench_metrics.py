@@ -182,6 +182,16 @@ def test_gold_answers_not_in_lawbench_form_are_refused(task, gold, expected):
         L.score_task(task, [{"instruction": "", "question": "", "answer": gold}], ["x"])
 
 
+def test_proofreading_goes_through_its_module():
+    pytest.importorskip("utils.lawbench_proofreading", reason="utils/lawbench_proofreading.py is not in this checkout yet")
+    items = [{"instruction": "纠正下面法律文书句子。句子：", "question": "上诉证据收集程序合法。", "answer": "上述证据收集程序合法。"},
+             {"instruction": "纠正下面法律文书句子。句子：", "question": "本院认为事实清楚。", "answer": "本院认为事实清楚。"}]
+    score, details = L.score_task("2-1", items, ["上述证据收集程序合法。", "本院认为事实不清楚。"])
+    assert (score.score, score.abstention, score.n) == (pytest.approx(1.25 * 0.5 / 1.125, abs=1e-4), 0.0, 2)
+    assert details[0] == {"extracted": "上述证据收集程序合法。", "abstained": False, "score": 1.0, "tp": 1, "fp": 0, "fn": 0}
+    assert (details[1]["tp"], details[1]["fp"], details[1]["fn"]) == (0, 1, 0)
+
+
 def test_resolve_tasks_and_counts():
     assert L.resolve_tasks("all") == list(L.TASKS) and L.resolve_tasks("3-3,1-1") == ["1-1", "3-3"]
     with pytest.raises(L.LawBenchError, match="unknown LawBench task"):

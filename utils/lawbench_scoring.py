@@ -274,24 +274,18 @@ JUDGES: dict[str, Callable[[str, str], dict]] = {
 PROOFREADING = "2-1"  # corpus-level F0.5: scored as a whole by utils/lawbench_proofreading.py
 
 
-def _f05(tp: int, fp: int, fn: int) -> float:
-    """One item's F0.5 from its edit counts, for the details (the task's score is corpus-level)."""
-    if tp + fp + fn == 0:
-        return 1.0
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    return 1.25 * precision * recall / (0.25 * precision + recall) if precision + recall else 0.0
-
-
 def _score_proofreading(prompts: list[str], predictions: list[str], references: list[str]) -> tuple[float, list[dict]]:
-    # ChERRANT's character-level alignment lives in its own module (being written alongside this one).
+    # ChERRANT's character-level alignment and LawBench's clean-up of 2-1 answers live in their own module.
     try:
-        from utils import lawbench_proofreading
+        from utils import lawbench_proofreading as P
     except ModuleNotFoundError as e:
         raise LawBenchError("task 2-1 is scored by utils/lawbench_proofreading.py, which this checkout lacks") from e
-    sources = [lawbench_proofreading.source_from_prompt(p) for p in prompts]
-    score, counts = lawbench_proofreading.score_proofreading(sources, predictions, references)
-    details = [_judged(None, False, _f05(c["tp"], c["fp"], c["fn"])) | {k: c[k] for k in ("tp", "fp", "fn")}
+    try:
+        score, counts = P.score_proofreading([P.source_from_prompt(p) for p in prompts], predictions, references)
+    except ValueError as e:
+        raise LawBenchError(f"task 2-1: {e}") from e
+    # per item: the cleaned answer LawBench compares and that item's own F0.5 (the task's score is corpus-level)
+    details = [_judged(c["prediction"], False, P.f_beta(c["tp"], c["fp"], c["fn"])) | {k: c[k] for k in ("tp", "fp", "fn")}
                for c in counts]
     return score, details
 
