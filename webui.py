@@ -75,7 +75,7 @@ def main(
     share: bool = False,
     auth: str | None = None,
     max_input_chars: int = 2000,
-    concurrency_limit: int = 2,
+    concurrency_limit: int = 16,
     queue_size: int = 64,
     rag: bool = False,
     rag_top_k: int = 3,
@@ -87,7 +87,8 @@ def main(
     Args:
         base_model: model directory (default: from --lora_weights/run_info.json, else the demo model under models/).
         lora_weights: LoRA adapter directory (optional).
-        prompt_template: template name in templates/ or a .json path (default: the adapter's, else law_template;
+        prompt_template: template name in templates/, a .json path, or chat = the tokenizer's own chat_template
+            (default: the one the model was trained with, else law_template;
             law_rag with --rag).
         load_8bit: 8-bit weights (CUDA + bitsandbytes). load_4bit: 4-bit nf4 weights (CUDA).
         device: auto, cpu, cuda, mps. dtype: auto, float32, bfloat16, float16.
@@ -97,7 +98,7 @@ def main(
         share: ask gradio for a public *.gradio.live link (off by default: anyone with the link can use it).
         auth: user:password for a login page (default: the LAWGPT_WEBUI_AUTH environment variable; none if unset).
         max_input_chars: longer questions get a polite note instead of an answer.
-        concurrency_limit: generations admitted at once; others wait in the queue.
+        concurrency_limit: chats generated at once (together, in one batch); others wait in the queue.
         queue_size: requests that may wait; more are refused.
         rag: retrieve statutes for each question, answer from them, check the answer's citations (utils/rag.py).
         rag_top_k: articles retrieved per question with --rag.

@@ -58,10 +58,10 @@ def test_stream_refuses_beams_and_surfaces_errors(engine):
 
 
 def _greedy_ids(engine, prompt, n):
-    inputs = engine._encode([prompt])
-    out = engine.model.generate(**inputs, max_new_tokens=n, do_sample=False, min_new_tokens=n,
+    ids = torch.tensor([engine.encode(prompt)])
+    out = engine.model.generate(input_ids=ids, max_new_tokens=n, do_sample=False, min_new_tokens=n,
                                 pad_token_id=engine.tokenizer.pad_token_id)
-    return out[0, inputs["input_ids"].shape[1]:].tolist()
+    return out[0, ids.shape[1]:].tolist()
 
 
 def test_stops_on_eos(fresh_engine):
@@ -156,3 +156,41 @@ def test_history_in_prompt_and_trimmed_to_context(fresh_engine):
         engine.fit_history("长" * 2000, None, [], max_new_tokens=64)
     with pytest.raises(PromptTooLongError):
         engine.generate([engine.prompt("长" * 2000)], GREEDY)
+
+
+def test_requests_with_different_settings_share_a_batch_and_keep_their_answers(tiny_model_dir):
+    """Dynamic batching: whatever else is in the batch, a request gets its one-by-one answer."""
+    engine = Engine.from_pretrained(str(tiny_model_dir), batch_wait_ms=200)
+    settings = [
+        (QUESTIONS[0], GREEDY),
+        (QUESTIONS[1], GREEDY.replace(max_new_tokens=5, repetition_penalty=1.0)),
+        (QUESTIONS[2], GenerationParams(max_new_tokens=12, temperature=1.2, top_k=20, top_p=0.9, seed=5)),
+        (QUESTIONS[3], GREEDY.replace(ignore_eos=True, no_repeat_ngram_size=3, stop=())),
+        (QUESTIONS[0], GREEDY.replace(max_new_tokens=30, min_new_tokens=25)),
+    ]
+    alone = [engine.generate([engine.prompt(q)], p)[0] for q, p in settings]
+    before = engine.batcher.batches
+    requests = [engine.submit(engine.prompt(q), p) for q, p in settings]  # all within the batch window
+    together = [r.wait(60) for r in requests]
+    assert engine.batcher.batches - before == 1
+    assert [(g.text, g.new_tokens, g.finish_reason) for g in together] == \
+        [(g.text, g.new_tokens, g.finish_reason) for g in alone]
+    streamed = list(engine.submit(engine.prompt(QUESTIONS[1]), GREEDY))  # a Request iterates its growing text
+    assert streamed[-1] == engine.generate([engine.prompt(QUESTIONS[1])], GREEDY)[0].text
+    engine.close()
+
+
+def test_a_request_cancelled_while_waiting_never_runs(tiny_model_dir):
+    from utils.engine import QueueFullError
+
+    engine = Engine.from_pretrained(str(tiny_model_dir), max_batch_size=1, max_queue=1)
+    running = engine.submit(engine.prompt(QUESTIONS[0]), GREEDY.replace(max_new_tokens=300, ignore_eos=True, stop=()))
+    next(iter(running))  # it is generating
+    waiting = engine.submit(engine.prompt(QUESTIONS[1]), GREEDY)
+    with pytest.raises(QueueFullError, match="limit is 1"):
+        engine.submit(engine.prompt(QUESTIONS[2]), GREEDY)
+    waiting.cancel()
+    running.cancel()
+    assert waiting.wait(30).finish_reason == "stopped" and waiting.result.new_tokens == 0
+    assert running.wait(30).finish_reason == "stopped" and running.result.new_tokens < 300
+    engine.close()

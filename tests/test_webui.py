@@ -124,10 +124,10 @@ def test_trimmed_history_notice_and_stop(server):
         time.sleep(0.01)
     notes = notes_of(job.outputs()[0])
     assert "最早的 1 轮对话" in notes[TITLE_TRIMMED]
-    assert engine._lock.locked(), "the generation should still be running when Stop is pressed"
+    assert engine.busy, "the generation should still be running when Stop is pressed"
     job.cancel()
     stopped = time.monotonic()
-    while engine._lock.locked() and time.monotonic() - stopped < 5:
+    while engine.busy and time.monotonic() - stopped < 5:
         time.sleep(0.01)
     # Running to the end would take ~900 more tokens (~3 s here); stopped, the model is free at once.
     assert time.monotonic() - stopped < 1.5

@@ -11,23 +11,28 @@ Typical use::
     for batch in engine.generate_batched(prompts, params, batch_size=16):
         for index, generation in batch: ...                              # Generation(text, new_tokens, ...)
 
-What it guarantees: left padding for batches (so batched greedy output equals one-by-one output),
-generation stops on EOS and on the template's next-turn markers (``Prompter.stop``), the returned
-text is only the answer, a ``threading.Event`` stops a running generation (the UI's stop button),
-and one lock serialises calls so several UI sessions can share one model safely.
+What it guarantees: every call goes through one :class:`~utils.batching.Batcher`, which generates
+requests that arrive together as one left-padded batch, each with its own settings (so concurrent web UI
+sessions and API clients share the model, and a greedy answer equals the one-by-one answer); generation
+stops on EOS, on the template's end-of-turn token or next-turn markers (``Prompter.stop``) and on
+``params.stop``; the returned text is only the answer; a ``threading.Event`` (or closing a stream) stops a
+running generation at its next token. The template is one of ours (templates/*.json) or ``chat``, the
+tokenizer's own chat_template (utils/chat_template.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import queue
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from utils.batching import Batcher, Generation, QueueFullError, Request
+from utils.chat_template import make_prompter
 from utils.modeling import LoadedModel, load_for_inference
-from utils.prompter import Prompter
-from utils.stopping import CumulativeStreamer, StopOnEvent, StopOnText, held_back
+
+__all__ = ["DEFAULT_TEMPLATE", "Engine", "Generation", "GenerationParams", "PromptTooLongError", "QueueFullError"]
 
 DEFAULT_TEMPLATE = "law_template"
 
@@ -90,25 +95,21 @@ class GenerationParams:
         return dataclasses.replace(self, **overrides)
 
 
-@dataclass
-class Generation:
-    text: str  # the answer only: no prompt, cut at the first next-turn marker, stripped
-    prompt_tokens: int
-    new_tokens: int
-    finish_reason: str  # "eos" | "stop" (a next-turn marker) | "length" | "stopped" (stop_event)
-    seconds: float  # wall time of the batch this answer was generated in
-
-
 class Engine:
-    def __init__(self, loaded: LoadedModel, prompt_template: str | None = None):
+    def __init__(self, loaded: LoadedModel, prompt_template: str | None = None, system_prompt: str | None = None,
+                 max_batch_size: int = 16, max_queue: int = 64, batch_wait_ms: float = 10.0):
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
-        # Explicit template > the one recorded in run_info.json at training time > the default.
-        self.prompter = Prompter(prompt_template or loaded.prompt_template or DEFAULT_TEMPLATE)
         if self.tokenizer.padding_side != "left":
             raise ValueError("the engine needs a left-padding tokenizer (load it with utils.modeling.load_tokenizer)")
-        self._lock = threading.Lock()
+        # Explicit template > the one recorded in run_info.json at training time > the default; the same for
+        # the system prompt the model was trained with (finetune.py --system_prompt).
+        system = system_prompt if system_prompt is not None else loaded.info.get("system_prompt")
+        self.prompter = make_prompter(prompt_template or loaded.prompt_template or DEFAULT_TEMPLATE, self.tokenizer,
+                                      system, where=str(loaded.lora_weights or loaded.base_model))
+        self.batcher = Batcher(self.model, self.tokenizer, self._eos_ids(), max_batch_size, max_queue,
+                               batch_wait_ms / 1000)
 
     @classmethod
     def from_pretrained(
@@ -121,9 +122,20 @@ class Engine:
         load_8bit: bool = False,
         load_4bit: bool = False,
         trust_remote_code: bool = False,
+        **engine_options,
     ) -> Engine:
+        """Load and wrap a model; ``engine_options``: system_prompt, max_batch_size, max_queue, batch_wait_ms."""
         loaded = load_for_inference(base_model, lora_weights, device, dtype, load_8bit, load_4bit, trust_remote_code)
-        return cls(loaded, prompt_template)
+        return cls(loaded, prompt_template, **engine_options)
+
+    def close(self) -> None:
+        """Stop the batcher thread (the engine cannot generate afterwards)."""
+        self.batcher.close()
+
+    @property
+    def busy(self) -> bool:
+        """True while any request is being generated or waits for its batch."""
+        return self.batcher.busy
 
     # ------------------------------------------------------------ prompts and lengths
 
@@ -137,11 +149,17 @@ class Engine:
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         return getattr(text_config, "max_position_embeddings", None)
 
-    def prompt(self, instruction: str, input: str | None = None, history: Sequence[tuple[str, str]] | None = None) -> str:
-        return self.prompter.generate_prompt(instruction, input, history=list(history or []))
+    def prompt(self, instruction: str, input: str | None = None, history: Sequence[tuple[str, str]] | None = None,
+               system: str | None = None) -> str:
+        """The prompt string; ``system`` replaces the template's system text (as a request's system message does)."""
+        return self.prompter.generate_prompt(instruction, input, history=list(history or []), system=system)
+
+    def encode(self, prompt: str) -> list[int]:
+        # A chat template writes its special tokens (BOS) itself; our templates let the tokenizer add them.
+        return self.tokenizer(prompt, add_special_tokens=self.prompter.add_special_tokens)["input_ids"]
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text)["input_ids"])
+        return len(self.encode(text))
 
     def check_fits(self, prompt: str, max_new_tokens: int, where: str = "prompt") -> int:
         """The prompt's token count; raises PromptTooLongError when prompt + answer exceed the context."""
@@ -155,7 +173,8 @@ class Engine:
         return n
 
     def fit_history(
-        self, instruction: str, input: str | None, history: Sequence[tuple[str, str]] | None, max_new_tokens: int
+        self, instruction: str, input: str | None, history: Sequence[tuple[str, str]] | None, max_new_tokens: int,
+        system: str | None = None,
     ) -> tuple[list[tuple[str, str]], int]:
         """Drop the oldest turns until the prompt fits; returns (kept history, number of turns dropped).
 
@@ -163,9 +182,10 @@ class Engine:
         """
         kept = list(history or [])
         limit = self.context_length
-        while limit is not None and kept and self.count_tokens(self.prompt(instruction, input, kept)) + max_new_tokens > limit:
+        while limit is not None and kept and \
+                self.count_tokens(self.prompt(instruction, input, kept, system)) + max_new_tokens > limit:
             kept.pop(0)
-        self.check_fits(self.prompt(instruction, input, kept), max_new_tokens, "question")
+        self.check_fits(self.prompt(instruction, input, kept, system), max_new_tokens, "question")
         return kept, len(history or []) - len(kept)
 
     # ------------------------------------------------------------ generation
@@ -173,72 +193,22 @@ class Engine:
     def _stops(self, params: GenerationParams) -> tuple[str, ...]:
         return tuple(self.prompter.stop) if params.stop is None else params.stop
 
-    def _generate_kwargs(self, params: GenerationParams, prompt_len: int, stop_event: threading.Event | None) -> dict:
-        import torch
-        from transformers import GenerationConfig, StoppingCriteriaList
-
-        sampling = params.sampling
-        # ignore_eos: EOS is masked out for the whole budget (benchmarks need a fixed token count;
-        # leaving eos_token_id unset would not do it, transformers fills it from the model's config).
-        min_new = params.max_new_tokens if params.ignore_eos else params.min_new_tokens
-        config = GenerationConfig(
-            max_new_tokens=params.max_new_tokens,
-            min_new_tokens=min_new or None,
-            do_sample=sampling,
-            # Sampling knobs only when sampling (greedy ignores them; setting them makes transformers warn).
-            temperature=params.temperature if sampling else None,
-            top_p=params.top_p if sampling else None,
-            top_k=params.top_k if sampling else None,
-            num_beams=params.num_beams,
-            repetition_penalty=params.repetition_penalty,
-            no_repeat_ngram_size=params.no_repeat_ngram_size,
-            eos_token_id=self._eos_ids(),
-            pad_token_id=self.tokenizer.pad_token_id,
-            bos_token_id=self.tokenizer.bos_token_id,
-        )
-        criteria = StoppingCriteriaList()
-        stops = self._stops(params)
-        if stops:
-            criteria.append(StopOnText(self.tokenizer, stops, prompt_len))
-        if stop_event is not None:
-            criteria.append(StopOnEvent(stop_event))
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
-        return {"generation_config": config, "stopping_criteria": criteria}
-
     def _eos_ids(self) -> list[int]:
-        ids = {self.tokenizer.eos_token_id}
+        ids = {self.tokenizer.eos_token_id, *self.prompter.stop_token_ids}  # + a chat template's end-of-turn token
         configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         if configured is not None:  # e.g. Gemma also ends a turn with <end_of_turn>
             ids.update(configured if isinstance(configured, list) else [configured])
         return sorted(ids)
 
-    def _encode(self, prompts: Sequence[str]):
-        batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True)
-        return {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
-
-    def _finish(self, new_ids: list[int], text: str, params: GenerationParams, stop_event) -> tuple[str, int, str]:
-        """(answer, new token count, finish reason) for one row of generated ids (padding after the end)."""
-        eos = set() if params.ignore_eos else set(self._eos_ids())
-        cut = next((i for i, t in enumerate(new_ids) if t in eos), None)
-        if cut is not None:
-            return self._answer_text(text, params), cut + 1, "eos"
-        n = len(new_ids)
-        pad = self.tokenizer.pad_token_id
-        while n and new_ids[n - 1] == pad:  # rows that stopped early are filled with padding
-            n -= 1
-        if any(m in text for m in self._stops(params)):
-            reason = "stop"
-        elif n < params.max_new_tokens and stop_event is not None and stop_event.is_set():
-            reason = "stopped"
-        else:
-            reason = "length"
-        return self._answer_text(text, params), n, reason
-
-    def _answer_text(self, text: str, params: GenerationParams) -> str:
-        for marker in self._stops(params):
-            text = text.split(marker, 1)[0]
-        return text.strip()
+    def submit(self, prompt: str, params: GenerationParams | None = None, listener: Callable | None = None,
+               where: str = "prompt") -> Request:
+        """Queue one prompt for the next batch; iterate the returned Request, wait() on it, or pass a listener
+        (see utils/batching.Request). Raises PromptTooLongError, or QueueFullError when too many are waiting."""
+        params = params or GenerationParams()
+        self.check_fits(prompt, params.max_new_tokens, where)
+        request = Request(self.encode(prompt), params, self._stops(params), listener)
+        self.batcher.submit([request])
+        return request
 
     def generate(
         self,
@@ -246,29 +216,22 @@ class Engine:
         params: GenerationParams | None = None,
         stop_event: threading.Event | None = None,
     ) -> list[Generation]:
-        """Answers for complete prompt strings, generated as ONE batch (left-padded), in input order."""
-        import torch
-
+        """Answers for complete prompt strings, generated together (one left-padded batch), in input order."""
         params = params or GenerationParams()
         if not prompts:
             return []
         for i, prompt in enumerate(prompts):
             self.check_fits(prompt, params.max_new_tokens, f"prompt {i}")
-        inputs = self._encode(prompts)
-        prompt_len = inputs["input_ids"].shape[1]
-        kwargs = self._generate_kwargs(params, prompt_len, stop_event)
-        start = time.perf_counter()
-        with self._lock, torch.inference_mode():
-            sequences = self.model.generate(**inputs, **kwargs)
-        seconds = time.perf_counter() - start
-        new = sequences[:, prompt_len:].tolist()
-        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
-        out = []
-        for ids, text, n_prompt in zip(new, texts, prompt_tokens):
-            answer, n_new, reason = self._finish(ids, text, params, stop_event)
-            out.append(Generation(answer, int(n_prompt), n_new, reason, seconds))
-        return out
+        requests = [Request(self.encode(p), params, self._stops(params)) for p in prompts]
+        self.batcher.submit(requests)
+        for request in requests:
+            while True:
+                if stop_event is not None and stop_event.is_set():
+                    for r in requests:
+                        r.cancel()
+                if request.finished.wait(0.05):
+                    break
+        return [request.wait() for request in requests]
 
     def generate_batched(
         self,
@@ -322,57 +285,30 @@ class Engine:
     def stream_prompt(
         self, prompt: str, params: GenerationParams | None = None, stop_event: threading.Event | None = None
     ) -> Iterator[str]:
-        """Generate in a thread and yield the accumulated answer as tokens arrive.
+        """Yield the accumulated answer as tokens arrive (the request shares its batch with concurrent ones).
 
-        Text that might be the start of a next-turn marker is held back until it is clearly not one,
-        so a UI never flashes "### 问…". The last value equals what :meth:`generate` returns for the
-        same prompt and greedy params. Closing the iterator early stops the generation.
+        Text that might be the start of a stop marker is held back until it is clearly not one, so a UI
+        never flashes "### 问…". The last value equals what :meth:`generate` returns for the same prompt and
+        greedy params. Setting ``stop_event`` or closing the iterator stops the generation at its next token.
         """
-        import torch
-
         params = params or GenerationParams()
         if params.num_beams > 1:
             raise ValueError("streaming needs num_beams=1 (beam search only knows its answer at the end)")
-        self.check_fits(prompt, params.max_new_tokens)
-        inputs = self._encode([prompt])
-        halt = threading.Event()  # set by the caller's stop_event or by the consumer going away
-        kwargs = self._generate_kwargs(params, inputs["input_ids"].shape[1], halt)
-        streamer = CumulativeStreamer(self.tokenizer)
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                with self._lock, torch.inference_mode():
-                    self.model.generate(**inputs, **kwargs, streamer=streamer)
-            except Exception as e:  # re-raised in the consumer below; the queue must still be closed
-                failure.append(e)
-                streamer.end()
-
-        def relay() -> None:  # forwards the caller's stop event to the generation
-            while not halt.is_set():
-                if stop_event.wait(0.05):
-                    halt.set()
-
-        thread = threading.Thread(target=run, name="lawgpt-generate", daemon=True)
-        thread.start()
-        if stop_event is not None:
-            threading.Thread(target=relay, name="lawgpt-stop-relay", daemon=True).start()
-        stops = self._stops(params)
-        shown = None
+        events: queue.Queue = queue.Queue()
+        request = self.submit(prompt, params, listener=lambda kind, value: events.put((kind, value)))
         try:
-            for text in streamer:
-                answer = text
-                for marker in stops:
-                    answer = answer.split(marker, 1)[0]
-                answer = answer[: len(answer) - held_back(answer, stops)].strip()
-                if answer != shown:
-                    shown = answer
-                    yield answer
-            final = self._answer_text(streamer.text, params)
-            if failure:
-                raise failure[0]
-            if final != shown:
-                yield final
+            while True:
+                if stop_event is not None and stop_event.is_set():
+                    request.cancel()
+                try:
+                    kind, value = events.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if kind == "text":
+                    yield value
+                elif kind == "error":
+                    raise value
+                else:
+                    return
         finally:
-            halt.set()
-            thread.join()
+            request.cancel()  # a consumer that went away frees the request's place in the batch

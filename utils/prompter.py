@@ -13,6 +13,11 @@ to the current directory) with these keys:
 Multi-turn: earlier ``(question, answer)`` pairs are rendered with ``prompt_no_input`` followed by
 their answer and a newline, then the current turn. ``segments`` returns the same text cut into
 pieces flagged as prompt or response, which is what label masking needs.
+
+System text: ``system`` (a keyword of every render call, or ``default_system`` for the prompter) replaces
+the template's system text and is followed by a newline; ``None`` keeps the template's. The same rule is
+what utils/chat_template.py writes into a trained model's tokenizer as its Jinja ``chat_template``.
+The tokenizer's own chat template (``--prompt_template chat``) lives in utils/chat_template.py too.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ def _resolve(name_or_path: str) -> Path:
     if not path.is_file():
         raise TemplateError(
             f"unknown prompt template {name_or_path!r}; available: {', '.join(available_templates())} "
-            f"(in {TEMPLATES_DIR}), or pass a path to a .json template"
+            f"(in {TEMPLATES_DIR}), chat (the tokenizer's own chat_template), or a path to a .json template"
         )
     return path
 
@@ -65,12 +70,18 @@ def _resolve(name_or_path: str) -> Path:
 @dataclass
 class Prompter:
     name: str = "law_template"
+    default_system: str | None = None  # replaces the template's system text (a newline is added)
     system: str = field(init=False, default="")
     prompt_input: str = field(init=False, default="")
     prompt_no_input: str = field(init=False, default="")
     response_split: str = field(init=False, default="")
     stop: list[str] = field(init=False, default_factory=list)
     description: str = field(init=False, default="")
+    # How a rendered prompt is tokenised: the tokenizer adds its special tokens (BOS) itself, EOS is appended to a
+    # trained answer, and no extra end-of-turn token ids exist (the chat-template prompter differs on all three).
+    add_special_tokens: bool = field(init=False, default=True)
+    needs_eos: bool = field(init=False, default=True)
+    stop_token_ids: tuple[int, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         path = _resolve(self.name)
@@ -93,7 +104,7 @@ class Prompter:
         stop = spec.get("stop", [])
         if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
             raise TemplateError(f"{path}: 'stop' must be a list of non-empty strings")
-        self.system = spec.get("system", "")
+        self.system = spec.get("system", "") if self.default_system is None else self.default_system + "\n"
         self.prompt_input = spec["prompt_input"]
         self.prompt_no_input = spec["prompt_no_input"]
         self.response_split = spec["response_split"]
@@ -105,16 +116,21 @@ class Prompter:
             return self.prompt_input.format(instruction=instruction, input=input)
         return self.prompt_no_input.format(instruction=instruction)
 
+    def system_text(self, system: str | None = None) -> str:
+        """The text a prompt starts with: the template's (or ``default_system``), or ``system`` + newline."""
+        return self.system if system is None else system + "\n"
+
     def segments(
         self,
         instruction: str,
         input: str | None = None,
         output: str | None = None,
         history: list[tuple[str, str]] | None = None,
+        system: str | None = None,
     ) -> list[tuple[str, bool]]:
         """The prompt cut into ``(text, is_response)`` pieces; ``output`` (if given) is the last piece."""
         pieces: list[tuple[str, bool]] = []
-        prefix = self.system
+        prefix = self.system_text(system)
         for question, answer in history or []:
             pieces.append((prefix + self._turn(question, None), False))
             pieces.append((f"{answer}\n", True))
@@ -130,8 +146,9 @@ class Prompter:
         input: str | None = None,
         label: str | None = None,
         history: list[tuple[str, str]] | None = None,
+        system: str | None = None,
     ) -> str:
-        return "".join(text for text, _ in self.segments(instruction, input, label, history))
+        return "".join(text for text, _ in self.segments(instruction, input, label, history, system))
 
     def get_response(self, output: str) -> str:
         """The answer part of a generated text: after the last response marker, before any next turn.

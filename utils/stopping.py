@@ -1,5 +1,5 @@
-"""How the engine stops and streams: next-turn markers, the UI's stop button, and a streamer whose text
-always equals the batch answer. Kept apart from utils/engine.py so that file stays about generation."""
+"""How generation stops: next-turn markers, the UI's stop button, and the held-back tail of a streamed answer
+that may still become a marker. Used by utils/batching.py (beam search uses the two criteria)."""
 
 from __future__ import annotations
 
@@ -47,42 +47,3 @@ def held_back(text: str, markers: Sequence[str]) -> int:
                 longest = k
                 break
     return longest
-
-
-def _cumulative_streamer_class():
-    from transformers import TextIteratorStreamer
-
-    class CumulativeStreamer(TextIteratorStreamer):
-        """Puts the WHOLE generated text so far in the queue at each token.
-
-        The stock streamer decodes pieces and resets its cache at newlines, so the concatenated
-        pieces can differ from decoding all tokens at once (sentencepiece drops a leading space).
-        Decoding everything each step keeps the stream identical to the batch answer.
-        """
-
-        def __init__(self, tokenizer):
-            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
-            self.ids: list[int] = []
-            self.text = ""
-
-        def put(self, value):
-            if self.next_tokens_are_prompt:
-                self.next_tokens_are_prompt = False
-                return
-            self.ids.extend(value.reshape(-1).tolist())
-            text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-            if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its other bytes
-                return
-            self.text = text
-            self.on_finalized_text(text)
-
-        def end(self):
-            self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-            self.next_tokens_are_prompt = True
-            self.on_finalized_text(self.text, stream_end=True)
-
-    return CumulativeStreamer
-
-
-def CumulativeStreamer(tokenizer):  # noqa: N802 - a factory so transformers is imported lazily
-    return _cumulative_streamer_class()(tokenizer)

@@ -6,7 +6,8 @@ as collapsible boxes — a trimmed-history notice, the beam-search note, a polit
 during generation, and with ``--rag`` the retrieved articles and the citation check. Only plain answers go
 back into the next prompt's history; the notes are for the reader, not for the model.
 
-Generation runs through utils/engine.py (its lock serialises the model); gradio's queue holds the rest.
+Generation runs through utils/engine.py, whose batcher generates the chats admitted at once together (one
+model, several users); gradio's queue holds the rest.
 The stop button cancels the event: gradio closes our generator, which closes the engine's stream, which
 stops ``model.generate`` at the next token.
 """
@@ -49,7 +50,7 @@ VERDICT_MARKS = {
 @dataclass(frozen=True)
 class UISettings:
     max_input_chars: int = 2000  # longer questions get a polite note instead of a generation
-    concurrency_limit: int = 2  # generations admitted at once (the engine's lock still runs one at a time)
+    concurrency_limit: int = 16  # chats admitted at once; the engine generates them together (utils/batching.py)
     queue_size: int = 64  # waiting requests beyond this are refused by gradio ("queue is full")
     rag_top_k: int = 3
     rag_retriever: str = "bm25"  # or "hybrid" (utils/rag.py)

@@ -1,0 +1,391 @@
+"""Dynamic batching: requests that arrive together are generated together, each with its own settings.
+
+One thread (:class:`Batcher`) owns the model. Callers :meth:`~Batcher.submit` requests (token ids + their
+GenerationParams) and read events from the returned :class:`Request`; the batcher waits a few milliseconds
+after the first arrival for others, then runs them as one left-padded ``model.generate`` call. Requests that
+arrive while a batch runs wait for the next one (this is batch-at-a-time, not iteration-level continuous
+batching: HF caches of sliding-window models such as Gemma cannot be merged safely mid-generation, and
+transformers' own continuous batching measured 3x slower than this on CPU — see benchmarks/RESULTS.md).
+
+Per-request settings inside one batch: generation itself runs greedy; :class:`RowProcessor` applies each
+row's repetition penalty, n-gram ban and EOS masking (HF's own processors, on that row's real tokens only,
+never its padding) and, for sampling rows, draws the token with the row's own seeded generator and leaves
+only it. :class:`RowController` (a stopping criterion) ends each row on EOS, its stop strings, its
+``max_new_tokens`` or its cancellation, and streams its text. So a greedy request's answer does not depend
+on what else is in the batch (tested against one-by-one), and a seeded sample is reproducible.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from utils.stopping import StopOnEvent, StopOnText, held_back
+
+
+class QueueFullError(RuntimeError):
+    """More requests are waiting than the batcher accepts (``max_queue``)."""
+
+
+@dataclass
+class Generation:
+    text: str  # the answer only: no prompt, cut at the first stop marker, stripped
+    prompt_tokens: int
+    new_tokens: int
+    finish_reason: str  # "eos" | "stop" (a stop marker) | "length" | "stopped" (cancelled)
+    seconds: float  # from the start of the batch it ran in to the end of this answer
+
+
+class Request:
+    """One generation request; iterate it for the growing answer, or :meth:`wait` for the :class:`Generation`.
+
+    ``listener(kind, value)`` (optional) is called from the batcher thread instead of queueing events:
+    ``("text", answer so far)``, ``("done", Generation)``, ``("error", exception)``.
+    """
+
+    def __init__(self, ids: Sequence[int], params, stops: Sequence[str], listener: Callable | None = None):
+        self.ids = list(ids)
+        self.params = params
+        self.stops = tuple(stops)
+        self.listener = listener
+        self.cancelled = threading.Event()
+        self.finished = threading.Event()
+        self.result: Generation | None = None
+        self.error: BaseException | None = None
+        self._events: queue.Queue = queue.Queue()
+
+    def cancel(self) -> None:
+        """Stop generating this request at its next token (or before it starts); frees its slot."""
+        self.cancelled.set()
+
+    def _emit(self, kind: str, value) -> None:
+        if kind == "done":
+            self.result = value
+        elif kind == "error":
+            self.error = value
+        if self.listener is not None:
+            self.listener(kind, value)
+        else:
+            self._events.put((kind, value))
+        if kind in ("done", "error"):
+            self.finished.set()
+
+    def wait(self, timeout: float | None = None) -> Generation:
+        if not self.finished.wait(timeout):
+            raise TimeoutError("generation did not finish in time")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def __iter__(self) -> Iterator[str]:
+        """The answer so far, growing; ends when the request finishes (raises its error, if any)."""
+        while True:
+            kind, value = self._events.get()
+            if kind == "text":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+
+
+class _Row:
+    """A request's state inside a running batch."""
+
+    def __init__(self, request: Request, tokenizer, eos_ids: set[int], started: float):
+        import torch
+
+        self.request, self.tokenizer, self.started = request, tokenizer, started
+        self.params = request.params
+        self.eos = set() if self.params.ignore_eos else eos_ids
+        self.new: list[int] = []
+        self.text = self.shown = ""
+        self.done = False
+        self.generator = None
+        if self.params.sampling and self.params.num_beams == 1:
+            seed = self.params.seed if self.params.seed is not None else int(torch.randint(0, 2**62, ()).item())
+            self.generator = torch.Generator().manual_seed(seed)
+
+    def add(self, token: int) -> None:
+        """Take the row's next token; finish the row when it ends the answer."""
+        if token in self.eos:
+            return self.finish("eos", len(self.new) + 1)
+        self.new.append(token)
+        text = self.tokenizer.decode(self.new, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its other bytes
+            self.text = text
+        if any(m in self.text for m in self.request.stops):
+            return self.finish("stop", len(self.new))
+        if len(self.new) >= self.params.max_new_tokens:
+            return self.finish("length", len(self.new))
+        if self.request.cancelled.is_set():
+            return self.finish("stopped", len(self.new))
+        answer = self._cut(self.text)
+        answer = answer[: len(answer) - held_back(answer, self.request.stops)].strip()
+        if answer != self.shown:  # text that may still become a stop marker is held back, never shown
+            self.shown = answer
+            self.request._emit("text", answer)
+
+    def _cut(self, text: str) -> str:
+        for marker in self.request.stops:
+            text = text.split(marker, 1)[0]
+        return text
+
+    def finish(self, reason: str, new_tokens: int, text: str | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        if text is None:
+            text = self.tokenizer.decode(self.new, skip_special_tokens=True)
+        answer = self._cut(text).strip()
+        if answer != self.shown:
+            self.request._emit("text", answer)
+        seconds = time.perf_counter() - self.started
+        self.request._emit("done", Generation(answer, len(self.request.ids), new_tokens, reason, seconds))
+
+
+class RowProcessor:
+    """Per-row logits processing inside one greedy ``generate`` (see the module docstring)."""
+
+    def __init__(self, rows: list[_Row], width: int, eos_ids: Sequence[int]):
+        from transformers import (
+            NoRepeatNGramLogitsProcessor,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        self.rows, self.width, self.eos_ids = rows, width, list(eos_ids)
+        self.chains = []
+        for row in rows:
+            p = row.params
+            chain = []
+            if p.repetition_penalty != 1.0:
+                chain.append(RepetitionPenaltyLogitsProcessor(p.repetition_penalty))
+            if p.no_repeat_ngram_size:
+                chain.append(NoRepeatNGramLogitsProcessor(p.no_repeat_ngram_size))
+            warpers = []
+            if row.generator is not None:  # the order of HF's sampling warpers
+                if p.temperature != 1.0:
+                    warpers.append(TemperatureLogitsWarper(p.temperature))
+                if p.top_k:
+                    warpers.append(TopKLogitsWarper(p.top_k))
+                if p.top_p < 1.0:
+                    warpers.append(TopPLogitsWarper(p.top_p))
+            self.chains.append((chain, warpers))
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        for i, row in enumerate(self.rows):
+            if row.done:
+                continue
+            chain, warpers = self.chains[i]
+            seen = input_ids[i:i + 1, self.width - len(row.request.ids):]  # the row's own tokens, no padding
+            s = scores[i:i + 1]
+            for proc in chain:
+                s = proc(seen, s)
+            if row.params.ignore_eos or len(row.new) < row.params.min_new_tokens:
+                s = s.clone()
+                s[:, self.eos_ids] = -float("inf")
+            if row.generator is not None:
+                for warp in warpers:
+                    s = warp(seen, s)
+                probs = torch.softmax(s.float(), dim=-1)
+                token = torch.multinomial(probs.cpu(), 1, generator=row.generator).item()
+                s = torch.full_like(s, -float("inf"))
+                s[0, token] = 0.0  # greedy decoding then picks exactly the sampled token
+            scores[i] = s[0]
+        return scores
+
+
+class RowController:
+    """A stopping criterion that feeds each row its new token and says which rows are finished."""
+
+    def __init__(self, rows: list[_Row], on_step: Callable[[int], None] | None = None):
+        self.rows, self.on_step = rows, on_step
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        last = input_ids[:, -1].tolist()
+        for row, token in zip(self.rows, last):
+            if not row.done:
+                row.add(token)
+        done = [row.done for row in self.rows]
+        if self.on_step is not None:
+            self.on_step(done.count(False))
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class Batcher:
+    """The model's one user: gathers submitted requests into batches and runs them (see the module docstring)."""
+
+    def __init__(self, model, tokenizer, eos_ids: Sequence[int], max_batch_size: int = 16, max_queue: int = 64,
+                 batch_wait_s: float = 0.01):
+        if max_batch_size < 1 or max_queue < 1 or batch_wait_s < 0:
+            raise ValueError("max_batch_size and max_queue must be >= 1, batch_wait_s >= 0")
+        self.model, self.tokenizer, self.eos_ids = model, tokenizer, sorted(eos_ids)
+        self.max_batch_size, self.max_queue, self.batch_wait_s = max_batch_size, max_queue, batch_wait_s
+        self._pending: deque[tuple[float, list[Request]]] = deque()  # (arrival time, a group of requests)
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.running = 0  # requests in the batch being generated that have not finished yet
+        self.batches = 0  # batches run so far (for tests and benchmarks)
+
+    @property
+    def waiting(self) -> int:
+        with self._cv:
+            return self._waiting()
+
+    def _waiting(self) -> int:
+        return sum(1 for _, group in self._pending for r in group if not r.cancelled.is_set())
+
+    @property
+    def busy(self) -> bool:
+        return self.running > 0 or self.waiting > 0
+
+    def submit(self, requests: Sequence[Request]) -> None:
+        """Queue requests to be generated together (a group is never split across batches)."""
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("the batcher is closed")
+            waiting = self._waiting()
+            if waiting + len(requests) > self.max_queue:
+                raise QueueFullError(f"{waiting} requests are waiting (the limit is {self.max_queue}): try again later")
+            self._pending.append((time.monotonic(), list(requests)))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="lawgpt-batcher", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+
+    def _take(self) -> list[Request] | None:
+        with self._cv:
+            while not self._pending and not self._closed:
+                self._cv.wait()
+            if self._closed:
+                return None
+            # A lone arrival waits a moment for company; requests queued behind a running batch go at once.
+            deadline = self._pending[0][0] + self.batch_wait_s
+            while sum(len(g) for _, g in self._pending) < self.max_batch_size and time.monotonic() < deadline:
+                self._cv.wait(deadline - time.monotonic())
+            batch: list[Request] = []
+            while self._pending:
+                group = self._pending[0][1]
+                beams = group[0].params.num_beams > 1
+                if batch and (beams or batch[0].params.num_beams > 1 or len(batch) + len(group) > self.max_batch_size):
+                    break
+                batch += self._pending.popleft()[1]
+            return batch
+
+    def _loop(self) -> None:
+        while (batch := self._take()) is not None:
+            live = []
+            for request in batch:
+                if request.cancelled.is_set():  # gone before it started
+                    request._emit("done", Generation("", len(request.ids), 0, "stopped", 0.0))
+                else:
+                    live.append(request)
+            if not live:
+                continue
+            self.running = len(live)
+            try:
+                if live[0].params.num_beams > 1:
+                    self._run_beams(live[0])
+                else:
+                    self._run(live)
+            except Exception as e:  # handed to every caller of the batch; the batcher keeps serving
+                for request in live:
+                    if not request.finished.is_set():
+                        request._emit("error", e)
+            finally:
+                self.running = 0
+                self.batches += 1
+
+    def _config(self, **overrides):
+        from transformers import GenerationConfig
+
+        # Everything explicit: unset values would be filled from the model's generation_config (e.g. a
+        # repetition_penalty there would also penalise the padding of other rows).
+        settings = dict(do_sample=False, num_beams=1, repetition_penalty=1.0, no_repeat_ngram_size=0,
+                        eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id,
+                        bos_token_id=self.tokenizer.bos_token_id)
+        return GenerationConfig(**{**settings, **overrides})
+
+    def _inputs(self, requests: list[Request]):
+        import torch
+
+        width = max(len(r.ids) for r in requests)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r.ids)) + r.ids for r in requests])
+        mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in requests])
+        device = next(self.model.parameters()).device
+        return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}, width
+
+    def _run(self, requests: list[Request]) -> None:
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        started = time.perf_counter()
+        rows = [_Row(r, self.tokenizer, set(self.eos_ids), started) for r in requests]
+        inputs, width = self._inputs(requests)
+        config = self._config(max_new_tokens=max(r.params.max_new_tokens for r in requests))
+        controller = RowController(rows, on_step=lambda unfinished: setattr(self, "running", unfinished))
+        with torch.inference_mode():
+            self.model.generate(**inputs, generation_config=config,
+                                logits_processor=LogitsProcessorList([RowProcessor(rows, width, self.eos_ids)]),
+                                stopping_criteria=StoppingCriteriaList([controller]))
+        for row in rows:  # generate ended on its own length limit
+            row.finish("stopped" if row.request.cancelled.is_set() else "length", len(row.new))
+
+    def _run_beams(self, request: Request) -> None:
+        """Beam search (one request; it only knows its answer at the end): HF's own processors."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        started = time.perf_counter()
+        p = request.params
+        inputs, width = self._inputs([request])
+        sampling = p.sampling
+        config = self._config(
+            max_new_tokens=p.max_new_tokens, num_beams=p.num_beams, do_sample=sampling,
+            min_new_tokens=(p.max_new_tokens if p.ignore_eos else p.min_new_tokens) or None,
+            temperature=p.temperature if sampling else None, top_p=p.top_p if sampling else None,
+            top_k=p.top_k if sampling else None, repetition_penalty=p.repetition_penalty,
+            no_repeat_ngram_size=p.no_repeat_ngram_size)
+        criteria = StoppingCriteriaList([StopOnEvent(request.cancelled)])
+        if request.stops:
+            criteria.append(StopOnText(self.tokenizer, request.stops, width))
+        if p.seed is not None:
+            torch.manual_seed(p.seed)
+        with torch.inference_mode():
+            sequences = self.model.generate(**inputs, generation_config=config, stopping_criteria=criteria)
+        new = sequences[0, width:].tolist()
+        row = _Row(request, self.tokenizer, set(self.eos_ids), started)
+        eos = set() if p.ignore_eos else set(self.eos_ids)
+        cut = next((i for i, t in enumerate(new) if t in eos), None)
+        if cut is not None:
+            row.new = new[:cut]
+            return row.finish("eos", cut + 1)
+        while new and new[-1] == self.tokenizer.pad_token_id:
+            new.pop()
+        row.new = new
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        if any(m in text for m in request.stops):
+            reason = "stop"
+        elif len(new) < p.max_new_tokens and request.cancelled.is_set():
+            reason = "stopped"
+        else:
+            reason = "length"
+        row.finish(reason, len(new), text)
