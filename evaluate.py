@@ -58,7 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base_model", help="model directory (default: from --lora_weights' run_info.json)")
     p.add_argument("--lora_weights", help="LoRA adapter directory")
-    p.add_argument("--prompt_template", help="template name or .json path (default: the model's, else law_template)")
+    p.add_argument("--prompt_template", help="template name, .json path, or chat = the tokenizer's own chat_template "
+                                             "(default: the model's, else law_template)")
     p.add_argument("--tasks", default="all", help="'all' (every prepared task) or ids such as 1-1,3-3")
     p.add_argument("--limit", type=int, help="only the first N items of each task (quick CPU runs)")
     p.add_argument("--shots", type=int, choices=(0, 1), default=0, help="zero-shot or one-shot prompts")

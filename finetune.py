@@ -11,6 +11,11 @@ Several GPUs (QLoRA on a big model: add --load_4bit True; ZeRO: --deepspeed scri
 
     torchrun --nproc_per_node=8 finetune.py <same arguments>
 
+The tokenizer's own chat template: --prompt_template_name chat (a chat model: only the assistant turns, with
+their end-of-turn token, are trained); --system_prompt sets the system text. The trained format is written into
+the saved tokenizer's chat_template (our templates as Jinja), so any OpenAI-compatible server prompts the model
+as it was trained.
+
 The original LaWGPT command line (scripts/finetune.sh) runs unchanged: --batch_size / --micro_batch_size
 become gradient accumulation (batch_size / micro_batch_size / world size), --num_epochs, the wandb flags
 (with or without a value) map to --report_to, --resume_from_checkpoint may name the output directory
@@ -26,6 +31,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from utils.chat_template import CHAT, make_prompter, write_chat_template
 from utils.data import IGNORE_INDEX, DataError, expand_paths, files_sha256, load_instruction_data, sft_example
 from utils.prompter import Prompter
 from utils.training import (
@@ -46,7 +52,11 @@ class SftDataArguments:
     data_path: list[str] = field(default_factory=list, metadata={
         "help": "instruction data: .json/.jsonl with instruction, input, output, history (or directories of them)"})
     prompt_template_name: str = field(default="law_template", metadata={
-        "help": "template name in templates/ (law_template, alpaca) or a path to a .json template"})
+        "help": "template name in templates/ (law_template, alpaca), a path to a .json template, or 'chat' = the "
+                "tokenizer's own chat_template (only the assistant turns are trained)"})
+    system_prompt: str | None = field(default=None, metadata={
+        "help": "system text to train with: replaces the template's system text (a newline follows it); with "
+                "'chat' it is the system message of every example (default: the template's / none)"})
     cutoff_len: int = field(default=512, metadata={"help": "maximum tokens per example (longer ones are truncated)"})
     train_on_inputs: bool = field(default=False, metadata={
         "help": "also train on the prompt tokens (default: they get IGNORE_INDEX)"})
@@ -59,21 +69,28 @@ class SftDataArguments:
             raise ConfigError(f"--cutoff_len {self.cutoff_len}: must be at least 8")
 
 
-def tokenize_items(items: list[dict], tokenizer, prompter: Prompter, data_args: SftDataArguments) -> list[dict]:
+def tokenize_items(items: list[dict], tokenizer, prompter, data_args: SftDataArguments) -> list[dict]:
+    """Training examples; ``prompter`` is a Prompter or a ChatPrompter (utils/chat_template.py)."""
     out = []
     for item in items:
         segments = prompter.segments(item["instruction"], item["input"], item["output"], item["history"])
         out.append(sft_example(tokenizer, segments, data_args.cutoff_len, data_args.train_on_inputs,
-                               data_args.add_eos_token))
+                               data_args.add_eos_token and prompter.needs_eos, prompter.add_special_tokens))
     return out
 
 
 def main(model_args, lora_args, data_args, legacy, training) -> dict:
-    prompter = Prompter(data_args.prompt_template_name)
+    template = data_args.prompt_template_name
+    if template != CHAT:
+        Prompter(template)  # an unknown template fails before the model loads
     files = expand_paths(data_args.data_path, (".json", ".jsonl"))
     items = [item for f in files for item in load_instruction_data(f)]
     train_items, val_items = split_holdout(items, legacy.val_set_size, training.seed)
     prepared = prepare_model(model_args, lora_args, training)
+    prompter = make_prompter(template, prepared.tokenizer, data_args.system_prompt, where=prepared.tokenizer_dir)
+    # The format travels with the model: servers that read the tokenizer's chat_template prompt it as trained.
+    if write_chat_template(prepared.tokenizer, template, data_args.system_prompt):
+        log(training, f"chat_template of the saved tokenizer: {template} (as Jinja)")
     with training.main_process_first(desc="tokenise"):
         train_ds = tokenize_items(train_items, prepared.tokenizer, prompter, data_args)
         val_ds = tokenize_items(val_items, prepared.tokenizer, prompter, data_args)
@@ -94,7 +111,8 @@ def main(model_args, lora_args, data_args, legacy, training) -> dict:
         "stage": "sft",
         "base_model": str(Path(model_args.base_model).resolve()),
         "tokenizer": str(Path(prepared.tokenizer_dir).resolve()),
-        "prompt_template": data_args.prompt_template_name,
+        "prompt_template": template,
+        "system_prompt": data_args.system_prompt,
         "adapter": lora_args.lora_r > 0,
         "data_files": [str(f) for f in files],
         "data_sha256": files_sha256(files),

@@ -237,7 +237,8 @@ def main(
     Args:
         base_model: base model directory (default: from --lora_weights/run_info.json).
         lora_weights: LoRA adapter directory (optional).
-        prompt_template: template name in templates/ or a .json path (default: the adapter's, else law_template;
+        prompt_template: template name in templates/, a .json path, or chat = the tokenizer's own chat_template
+            (default: the one the model was trained with, else law_template;
             with --rag: law_rag).
         infer_data_path: .json/.jsonl questions; missing or empty: interactive mode.
         output_path: answers JSONL (default: outputs/infer/<data file name>.jsonl); resumed when it exists.

@@ -10,7 +10,9 @@ trained ``embed_tokens``/``lm_head`` for an extended vocabulary (``modules_to_sa
 base is resized to the adapter's tokenizer first. The merge is verified: logits of the merged model
 (in memory and reloaded from disk) are compared with the adapter's on a fixed prompt, the max abs
 difference is printed, and above --tolerance nothing is written. Output is written to a temporary
-directory and renamed into place, so a crash never leaves half a model behind.
+directory and renamed into place, so a crash never leaves half a model behind. The adapter's prompt template
+(run_info.json, or --prompt_template) is written into the saved tokenizer's ``chat_template`` (our json
+templates as Jinja; ``chat`` keeps the tokenizer's own), so OpenAI-compatible servers prompt it as trained.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import fire
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from utils.chat_template import make_prompter, write_chat_template  # noqa: E402
 from utils.modeling import ModelLoadError, load_for_inference, load_model, read_run_info, write_run_info  # noqa: E402
-from utils.prompter import Prompter, TemplateError  # noqa: E402
+from utils.prompter import TemplateError  # noqa: E402
 
 VERIFY_QUESTION = "甲深夜入户盗窃他人财物价值五千元，应当如何定罪量刑？请引用《刑法》条文。"
 # Rounding differs between base(x) + lora(x) and (W + BA)x; these bounds are far above that noise
@@ -42,9 +45,10 @@ def verification_ids(tokenizer, template: str | None):
     """A fixed legal prompt plus the last vocabulary ids, so rows added for a new vocabulary are exercised."""
     import torch
 
-    prompt = Prompter(template or "law_template").generate_prompt(VERIFY_QUESTION)
-    ids = tokenizer(prompt)["input_ids"] + list(range(len(tokenizer) - 4, len(tokenizer)))
-    return torch.tensor([ids])
+    prompter = make_prompter(template or "law_template", tokenizer)
+    prompt = prompter.generate_prompt(VERIFY_QUESTION)
+    ids = tokenizer(prompt, add_special_tokens=prompter.add_special_tokens)["input_ids"]
+    return torch.tensor([ids + list(range(len(tokenizer) - 4, len(tokenizer)))])
 
 
 def logits_of(model, ids):
@@ -96,7 +100,8 @@ def main(
         dtype: float32 (exact; default), bfloat16 or float16 (half the disk, coarser check).
         device: auto, cpu, cuda, mps.
         max_shard_size: safetensors shard size, e.g. 2GB.
-        prompt_template: template for the verification prompt (default: the adapter's, else law_template).
+        prompt_template: the template the adapter was trained with (default: its run_info.json): used for the
+            verification prompt and written into the tokenizer's chat_template.
         trust_remote_code: allow model code from the model directory (off by default).
     """
     output = Path(output_dir)
@@ -110,6 +115,7 @@ def main(
     torch_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     limit = DEFAULT_TOLERANCE.get(torch_dtype, 1e-3) if tolerance is None else float(tolerance)
     template = prompt_template or loaded.prompt_template
+    system = loaded.info.get("system_prompt")
     ids = verification_ids(tokenizer, template)
 
     print(f"[merge] base {base}  adapter {lora}  dtype {torch_dtype}  vocab {len(tokenizer)}", flush=True)
@@ -131,6 +137,11 @@ def main(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         merged.save_pretrained(str(tmp), max_shard_size=max_shard_size)
+        # The trained prompt format goes into the tokenizer's chat_template (our templates as Jinja), so vLLM,
+        # `transformers serve`, llama.cpp and Ollama prompt the merged model as it was trained. An adapter with
+        # no template (continued pretraining) leaves the base's chat_template as it was.
+        if template and write_chat_template(tokenizer, template, system):
+            print(f"[merge] chat_template: {template} written into the tokenizer", flush=True)
         tokenizer.save_pretrained(str(tmp))
         tokenizer_dir = lora if (lora / "tokenizer_config.json").is_file() else base  # as load_for_inference
         if (tokenizer_dir / "tokenizer.model").is_file():  # vocabulary tools read the sentencepiece model
@@ -145,6 +156,7 @@ def main(
         info = {
             "stage": "merge",
             "prompt_template": template,
+            "system_prompt": system,
             "merged_from": {"base_model": str(base), "lora_model": str(lora)},
             "vocab_size": len(tokenizer),
             "dtype": torch_dtype,

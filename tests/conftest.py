@@ -21,3 +21,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with ChatML special tokens and a chat_template, standing in for a chat model (Qwen)."""
+    from tiny_model import build_tiny_chat_model
+
+    return build_tiny_chat_model(tiny_model_dir, tmp_path_factory.mktemp("tiny-chat") / "model")

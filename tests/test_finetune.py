@@ -137,7 +137,7 @@ def test_all_linear_adapts_every_linear_layer_but_the_head(tiny_model_dir, data,
 
 
 @pytest.mark.parametrize("problem", ["unknown_template", "8bit_on_cpu", "bad_batch", "no_answer_fits", "bad_target",
-                                     "all_linear_and_more"])
+                                     "all_linear_and_more", "chat_without_template"])
 def test_argument_errors_are_one_line(tiny_model_dir, data, tmp_path, capsys, problem):
     from utils.training import run_entry
 
@@ -148,8 +148,39 @@ def test_argument_errors_are_one_line(tiny_model_dir, data, tmp_path, capsys, pr
         "no_answer_fits": (["--cutoff_len", "8"], "no example keeps an answer token within --cutoff_len"),
         "bad_target": (["--lora_target_modules", "[q_proj,wrong_proj]"], "['wrong_proj'] not in LlamaForCausalLM"),
         "all_linear_and_more": (["--lora_target_modules", "[all-linear,q_proj]"], "'all-linear' already covers"),
+        "chat_without_template": (["--prompt_template_name", "chat"],
+                                  f"the tokenizer of {tiny_model_dir} has no chat_template"),
     }[problem]
     argv = [str(a) for a in common(tiny_model_dir, data, tmp_path / "o", *extra)]
     assert run_entry("finetune", finetune.parse, finetune.main, argv) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("finetune: error:") and expected in err, err
+
+
+def test_chat_template_trains_a_chat_model_in_its_own_format(tiny_chat_model_dir, data, tmp_path):
+    from tiny_model import CHATML_TEMPLATE
+    from transformers import AutoTokenizer
+
+    from utils.engine import Engine
+
+    out = tmp_path / "chat"
+    run(*common(tiny_chat_model_dir, data, out, "--max_steps", 1, "--save_strategy", "no",
+                "--prompt_template_name", "chat", "--system_prompt", "你是一名律师。"))
+    info = read_run_info(out)
+    assert info["prompt_template"] == "chat" and info["system_prompt"] == "你是一名律师。"
+    assert AutoTokenizer.from_pretrained(str(out)).chat_template == CHATML_TEMPLATE  # its own template, untouched
+    engine = Engine.from_pretrained(lora_weights=str(out))  # template and system prompt from run_info.json
+    assert engine.prompt("问题").startswith("<|im_start|>system\n你是一名律师。<|im_end|>\n<|im_start|>user\n问题")
+    engine.close()
+
+
+def test_system_prompt_with_our_template_becomes_the_jinja_default(tiny_model_dir, data, tmp_path):
+    from transformers import AutoTokenizer
+
+    from utils.prompter import Prompter
+
+    out = tmp_path / "sys"
+    run(*common(tiny_model_dir, data, out, "--max_steps", 1, "--save_strategy", "no", "--system_prompt", "你是律师。"))
+    rendered = AutoTokenizer.from_pretrained(str(out)).apply_chat_template(
+        [{"role": "user", "content": "问题"}], tokenize=False, add_generation_prompt=True)
+    assert rendered == "<s> " + Prompter("law_template", default_system="你是律师。").generate_prompt("问题")

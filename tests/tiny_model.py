@@ -99,6 +99,31 @@ def build_tiny_model(out_dir: Path) -> Path:
     return out_dir
 
 
+# Qwen's ChatML in short (with its default system message), for tests of --prompt_template chat.
+CHATML_TEMPLATE = (
+    "{%- if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}"
+    "{%- endif %}{%- for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{%- endif %}"
+)
+CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
+
+
+def build_tiny_chat_model(base_dir: Path, out_dir: Path) -> Path:
+    """The tiny model as a "chat model": ChatML special tokens (embeddings grown) and a chat_template."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    shutil.copytree(base_dir, out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(out_dir))
+    tokenizer.add_tokens(CHAT_TOKENS, special_tokens=True)
+    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.save_pretrained(str(out_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(out_dir))
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model.save_pretrained(str(out_dir))
+    return out_dir
+
+
 if __name__ == "__main__":
     import sys
 

@@ -231,7 +231,7 @@ def truncate_documents(token_lists: Iterable[list[int]], cutoff_len: int) -> lis
 
 
 def sft_example(tokenizer, segments: list[tuple[str, bool]], cutoff_len: int, train_on_inputs: bool = False,
-                add_eos_token: bool = True) -> dict:
+                add_eos_token: bool = True, add_special_tokens: bool = True) -> dict:
     """input_ids / attention_mask / labels of one prompt-response example (see Prompter.segments).
 
     The whole text is tokenised at once, exactly as inference will see the prompt, and each token is
@@ -239,6 +239,9 @@ def sft_example(tokenizer, segments: list[tuple[str, bool]], cutoff_len: int, tr
     prompt tokens (and a token straddling a boundary) get ``IGNORE_INDEX`` unless ``train_on_inputs``.
     Examples longer than ``cutoff_len`` are truncated; EOS is appended only to an answer that fits, so
     the model never learns to stop in mid-sentence.
+
+    ``add_special_tokens=False`` is for text rendered by a chat template (utils/chat_template.ChatPrompter):
+    it holds its special tokens itself, and the end-of-turn token inside a response piece is trained.
     """
     text = "".join(piece for piece, _ in segments)
     spans, pos = [], 0
@@ -246,12 +249,14 @@ def sft_example(tokenizer, segments: list[tuple[str, bool]], cutoff_len: int, tr
         if is_response:
             spans.append((pos, pos + len(piece)))
         pos += len(piece)
-    enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+    enc = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    special = set(tokenizer.all_special_ids)
+    # Tokens the tokenizer adds (BOS) are never trained; a chat template's own markers are text with offsets.
+    special = set(tokenizer.all_special_ids) if add_special_tokens else set()
     labels = []
     for token, (start, end) in zip(ids, offsets):
-        inside = token not in special and any(a <= start and end <= b for a, b in spans)
+        inside = token not in special and (add_special_tokens or end > start) and \
+            any(a <= start and end <= b for a, b in spans)
         labels.append(token if (train_on_inputs or inside) else IGNORE_INDEX)
     ids, labels = ids[:cutoff_len], labels[:cutoff_len]
     eos = tokenizer.eos_token_id

@@ -185,7 +185,8 @@ def add_generator_arguments(parser: argparse.ArgumentParser, default_template_mo
                        help="local: a model directory through utils/engine.py; openai: an OpenAI-compatible HTTP API")
     group.add_argument("--model_path", help="local: the base model directory (a merged LaWGPT model or a base model)")
     group.add_argument("--lora_weights", help="local: optional LoRA adapter directory on top of --model_path")
-    group.add_argument("--prompt_template", default=None, help="local: template for --prompt_mode template")
+    group.add_argument("--prompt_template", default=None,
+                       help="local: template for --prompt_mode template (chat = the tokenizer's own chat_template)")
     group.add_argument("--prompt_mode", choices=["raw", "template"], default=default_template_mode,
                        help=f"local: send prompts raw (base models) or as the template's question "
                             f"(instruction-tuned models); default {default_template_mode}")
