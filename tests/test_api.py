@@ -358,3 +358,11 @@ def test_api_script_serves_until_stopped(tiny_model_dir):
     bad = subprocess.run([sys.executable, str(ROOT / "api.py"), "--base_model", str(tiny_model_dir),
                           "--cors_origins", "*"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("api: error: --cors_origins '*'")
+
+
+def test_stream_events_are_one_line_each():
+    from utils.api_app import _sse
+
+    event = _sse({"choices": [{"delta": {"content": "甲\u2028乙\x1e丙\x85"}}]})
+    assert event.endswith("\n\n") and len(event.splitlines()) == 2  # no character a line splitter would cut at
+    assert json.loads(event[len("data: "):])["choices"][0]["delta"]["content"] == "甲\u2028乙\x1e丙\x85"

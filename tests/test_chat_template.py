@@ -275,3 +275,21 @@ def test_transformers_serve_prompts_the_merged_model_as_we_do(merged, tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_write_chat_template_tool_makes_a_linked_copy(tiny_model_dir, tmp_path):
+    import sys
+
+    from transformers import AutoTokenizer
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent / "tools"))
+    import write_chat_template as tool
+
+    out = tmp_path / "served"
+    assert tool.main(["--model_dir", str(tiny_model_dir), "--template", "alpaca", "--output_dir", str(out)]) == 0
+    assert (out / "model.safetensors").is_symlink() and not (out / "tokenizer_config.json").is_symlink()
+    rendered = AutoTokenizer.from_pretrained(str(out)).apply_chat_template(
+        messages([], None), tokenize=False, add_generation_prompt=True)
+    assert rendered == "<s> " + Prompter("alpaca").generate_prompt(QUESTION)
+    assert AutoTokenizer.from_pretrained(str(tiny_model_dir)).chat_template is None  # the source is untouched
+    assert tool.main(["--model_dir", str(tiny_model_dir), "--template", "chat"]) == 1

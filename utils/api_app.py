@@ -208,7 +208,9 @@ FINISH = {"eos": "stop", "stop": "stop", "length": "length", "stopped": "stop"}
 
 
 def _sse(data: dict | str) -> str:
-    return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
+    # ASCII JSON: a raw U+2028 or U+001E inside a string would split the event for clients that split lines
+    # the way Python's str.splitlines does (the openai client's SSE decoder does).
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
 def build_api(engine: Engine, settings: APISettings, rag=None):
