@@ -50,7 +50,7 @@ def main(
     cors_origins: str = "",
     max_batch_size: int = 16,
     max_queue: int = 64,
-    batch_wait_ms: float = 10.0,
+    batch_wait_ms: float = 30.0,
     default_max_tokens: int = 512,
     temperature: float = 0.0,
     repetition_penalty: float = 1.1,
@@ -77,7 +77,7 @@ def main(
         api_key: required Bearer token (default: the LAWGPT_API_KEY environment variable; none if unset).
         cors_origins: comma-separated browser origins allowed to call the API (default: none; '*' is refused).
         max_batch_size: requests generated together at most. max_queue: requests that may wait (more: 503).
-        batch_wait_ms: how long a lone request waits for others to join its batch.
+        batch_wait_ms: a batch starts once no request arrived for this long (10x at most after the first).
         default_max_tokens: answer length when a request sets no max_tokens.
         temperature: default when a request sets none (0 = greedy). repetition_penalty: default (1.0 = off).
         load_8bit: 8-bit weights (CUDA). load_4bit: 4-bit nf4 weights (CUDA).

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.data import load_instruction_data  # noqa: E402
 
-STOP = ["### 问题:"]  # our template's next-turn marker, sent to every server so all stop alike
+STOP = "### 问题:"  # our template's next-turn marker, sent to every server so all stop alike (--stop "" sends none)
 
 
 def free_port() -> int:
@@ -115,12 +115,12 @@ def start(name: str, model_dir: Path, work: Path, threads: int | None) -> Target
     return Target(name, f"http://127.0.0.1:{port}/v1", model, proc=proc, log=log)
 
 
-def one_request(target: Target, client, question: str, max_tokens: int, tokenizer) -> dict:
+def one_request(target: Target, client, question: str, max_tokens: int, tokenizer, stop: str) -> dict:
     sent = time.perf_counter()
     first, text, usage = None, [], None
     stream = client.chat.completions.create(model=target.model, messages=[{"role": "user", "content": question}],
-                                            max_tokens=max_tokens, temperature=0, stop=STOP, stream=True,
-                                            stream_options={"include_usage": True})
+                                            max_tokens=max_tokens, temperature=0, stop=[stop] if stop else None,
+                                            stream=True, stream_options={"include_usage": True})
     for chunk in stream:
         if chunk.usage is not None:
             usage = chunk.usage.completion_tokens
@@ -136,7 +136,8 @@ def one_request(target: Target, client, question: str, max_tokens: int, tokenize
     return {"ttft": (first or time.perf_counter()) - sent, "tokens": usage, "seconds": time.perf_counter() - sent}
 
 
-def run_level(target: Target, clients: int, requests: int, questions: list[str], max_tokens: int, tokenizer) -> dict:
+def run_level(target: Target, clients: int, requests: int, questions: list[str], max_tokens: int, tokenizer,
+              stop: str = STOP) -> dict:
     per_client = -(-requests // clients)
     results, errors = [], []
     lock = threading.Lock()
@@ -148,7 +149,8 @@ def run_level(target: Target, clients: int, requests: int, questions: list[str],
         ready.wait()
         for j in range(per_client):
             try:
-                r = one_request(target, client, questions[(k * per_client + j) % len(questions)], max_tokens, tokenizer)
+                r = one_request(target, client, questions[(k * per_client + j) % len(questions)], max_tokens, tokenizer,
+                                stop)
             except Exception as e:  # counted and reported, never hidden
                 with lock:
                     errors.append(f"{type(e).__name__}: {e}")
@@ -172,7 +174,7 @@ def run_level(target: Target, clients: int, requests: int, questions: list[str],
 def main(base_url: str | None = None, model: str | None = None, api_key: str | None = None,
          model_dir: str | None = None, targets: str = "ours,hf", clients: str = "1,4,16", min_requests: int = 4,
          max_tokens: int = 32, repeats: int = 1, threads: int | None = None, tokenizer: str | None = None,
-         output: str = "outputs/bench_api.json") -> dict:
+         stop: str = STOP, output: str = "outputs/bench_api.json") -> dict:
     """Measure; see the module docstring. --targets: ours, hf, hf_cb (with --model_dir)."""
     levels = [int(c) for c in str(clients).replace("(", "").replace(")", "").split(",") if str(c).strip()]
     questions = [item["instruction"] for item in load_instruction_data(ROOT / "resources" / "example_infer_data.json",
@@ -202,7 +204,7 @@ def main(base_url: str | None = None, model: str | None = None, api_key: str | N
             try:
                 target.wait_ready()
                 for level in levels:
-                    row = run_level(target, level, max(level, min_requests), questions, max_tokens, tok)
+                    row = run_level(target, level, max(level, min_requests), questions, max_tokens, tok, stop)
                     row["repeat"] = repeat
                     rows.append(row)
                     print(f"[bench_api] {name:6s} {level:3d} clients: {row['tokens_per_s']:7.2f} tok/s, TTFT p50 "
@@ -216,7 +218,7 @@ def main(base_url: str | None = None, model: str | None = None, api_key: str | N
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps({"settings": {"max_tokens": max_tokens, "min_requests": min_requests, "repeats": repeats,
-                                            "threads": threads, "model_dir": model_dir, "base_url": base_url},
+                                            "threads": threads, "model_dir": model_dir, "base_url": base_url, "stop": stop},
                                "summary": summary, "rows": rows}, ensure_ascii=False, indent=2), encoding="utf-8")
     os.replace(tmp, out)
     return summary

@@ -319,6 +319,8 @@ def test_rag_fields_in_the_reply_and_at_the_end_of_the_stream(tiny_model_dir):
                                                                stream=True))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == answer
         assert chunks[-1].choices == [] and chunks[-1].model_extra["lawgpt"] == extra
+        code, reply = raw(server, {**BASE, "messages": [user("   ")]}, key=None)  # nothing to retrieve for
+        assert code == 400 and reply["error"]["param"] == "messages" and "empty question" in reply["error"]["message"]
     finally:
         server.stop()
         engine.close()

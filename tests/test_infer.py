@@ -206,3 +206,16 @@ def test_rag_hybrid_without_vectors_fails_before_the_model_loads(tmp_path, monke
     with pytest.raises(ValueError, match="--rag_retriever hybrid"):  # not a model error: the check comes first
         infer.main(base_model=str(tmp_path / "no-model"), infer_data_path=str(questions), rag=True,
                    rag_retriever="hybrid")
+
+
+def test_chat_template_answers_with_the_tokenizers_own_format(tiny_chat_model_dir, tmp_path):
+    data = write_questions(tmp_path / "q.jsonl", QUESTIONS[:3])
+    out = tmp_path / "chat.jsonl"
+    infer.main(base_model=str(tiny_chat_model_dir), prompt_template="chat", infer_data_path=str(data),
+               output_path=str(out), max_new_tokens=8, batch_size=2)
+    engine = Engine.from_pretrained(str(tiny_chat_model_dir), prompt_template="chat")
+    prompts = [engine.prompt(q["instruction"], q["input"]) for q in QUESTIONS[:3]]
+    assert all(p.startswith("<|im_start|>system\n") and p.endswith("<|im_start|>assistant\n") for p in prompts)
+    want = [g.text for g in engine.generate(prompts, GenerationParams(max_new_tokens=8))]
+    assert [r["answer"] for r in sorted(read_output(out), key=lambda r: r["index"])] == want
+    engine.close()

@@ -36,6 +36,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from utils.engine import Engine, GenerationParams, QueueFullError
+from utils.prompter import TemplateError
 
 ROLES = ("system", "developer", "user", "assistant")
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "seed")
@@ -268,9 +269,12 @@ def build_api(engine: Engine, settings: APISettings, rag=None):
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise APIError(400, f"We could not parse the JSON body of your request: {e}") from e
         chat = parse_request(body, settings.model_name)
-        context = rag.prepare(chat.question, settings.rag_top_k, retriever=settings.rag_retriever) if rag else None
-        instruction, material = (context.instruction, context.input) if context else (chat.question, None)
-        prompt = engine.prompt(instruction, material, chat.history, chat.system)
+        try:  # a chat template may refuse a conversation (e.g. no system role); an empty question has no statutes
+            context = rag.prepare(chat.question, settings.rag_top_k, retriever=settings.rag_retriever) if rag else None
+            instruction, material = (context.instruction, context.input) if context else (chat.question, None)
+            prompt = engine.prompt(instruction, material, chat.history, chat.system)
+        except (TemplateError, ValueError) as e:
+            raise APIError(400, str(e), param="messages") from e
         n_prompt, limit = engine.count_tokens(prompt), engine.context_length
         max_tokens = chat.max_tokens or max(1, min(settings.default_max_tokens, (limit or 10**9) - n_prompt))
         if limit is not None and n_prompt + max_tokens > limit:

@@ -1,30 +1,42 @@
 """Dynamic batching: requests that arrive together are generated together, each with its own settings.
 
 One thread (:class:`Batcher`) owns the model. Callers :meth:`~Batcher.submit` requests (token ids + their
-GenerationParams) and read events from the returned :class:`Request`; the batcher waits a few milliseconds
-after the first arrival for others, then runs them as one left-padded ``model.generate`` call. Requests that
-arrive while a batch runs wait for the next one (this is batch-at-a-time, not iteration-level continuous
-batching: HF caches of sliding-window models such as Gemma cannot be merged safely mid-generation, and
-transformers' own continuous batching measured 3x slower than this on CPU — see benchmarks/RESULTS.md).
+GenerationParams) and read events from the returned :class:`Request`; the batcher gathers a burst of arrivals
+(until ``batch_wait_s`` passes without a new one, 10x that at most) and runs it as one left-padded
+``model.generate``. Requests that arrive while a batch runs wait for the next one: batch-at-a-time, not
+iteration-level continuous batching (HF caches of sliding-window models such as Gemma cannot be merged safely
+mid-generation; transformers' own continuous batching has no per-request repetition penalty — see RESULTS.md).
 
-Per-request settings inside one batch: generation itself runs greedy; :class:`RowProcessor` applies each
-row's repetition penalty, n-gram ban and EOS masking (HF's own processors, on that row's real tokens only,
-never its padding) and, for sampling rows, draws the token with the row's own seeded generator and leaves
-only it. :class:`RowController` (a stopping criterion) ends each row on EOS, its stop strings, its
-``max_new_tokens`` or its cancellation, and streams its text. So a greedy request's answer does not depend
-on what else is in the batch (tested against one-by-one), and a seeded sample is reproducible.
+Inside a batch, generation runs greedy and :class:`RowProcessor` applies each row's own settings — repetition
+penalty, n-gram ban, EOS masking (HF's processors, on the row's real tokens, never its padding) and, when it
+samples, a draw from its own seeded generator that leaves only the drawn token. :class:`RowController` ends each
+row on EOS, its stop strings, its ``max_new_tokens`` or its cancellation, and streams its text. So a greedy
+answer does not depend on what else is in the batch (tested against one-by-one), and a seeded sample is
+reproducible.
 """
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from utils.stopping import StopOnEvent, StopOnText, held_back
+
+GATHER_CAP = 10  # a batch waits at most this many batch_wait_s for a burst of requests to finish arriving
+_live: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_batchers() -> None:
+    # A batcher thread still alive when the interpreter tears torch down can abort the process at exit.
+    for batcher in list(_live):
+        batcher.close(timeout=1.0)
 
 
 class QueueFullError(RuntimeError):
@@ -41,19 +53,12 @@ class Generation:
 
 
 class Request:
-    """One generation request; iterate it for the growing answer, or :meth:`wait` for the :class:`Generation`.
-
-    ``listener(kind, value)`` (optional) is called from the batcher thread instead of queueing events:
-    ``("text", answer so far)``, ``("done", Generation)``, ``("error", exception)``.
-    """
+    """A request: iterate it for the growing answer, :meth:`wait` for the :class:`Generation`, or pass
+    ``listener(kind, value)``, called on the batcher thread: ("text", answer so far), ("done", Generation), ("error", e)."""
 
     def __init__(self, ids: Sequence[int], params, stops: Sequence[str], listener: Callable | None = None):
-        self.ids = list(ids)
-        self.params = params
-        self.stops = tuple(stops)
-        self.listener = listener
-        self.cancelled = threading.Event()
-        self.finished = threading.Event()
+        self.ids, self.params, self.stops, self.listener = list(ids), params, tuple(stops), listener
+        self.cancelled, self.finished = threading.Event(), threading.Event()
         self.result: Generation | None = None
         self.error: BaseException | None = None
         self._events: queue.Queue = queue.Queue()
@@ -63,10 +68,8 @@ class Request:
         self.cancelled.set()
 
     def _emit(self, kind: str, value) -> None:
-        if kind == "done":
-            self.result = value
-        elif kind == "error":
-            self.error = value
+        if kind in ("done", "error"):
+            setattr(self, "result" if kind == "done" else "error", value)
         if self.listener is not None:
             self.listener(kind, value)
         else:
@@ -227,12 +230,12 @@ class Batcher:
     """The model's one user: gathers submitted requests into batches and runs them (see the module docstring)."""
 
     def __init__(self, model, tokenizer, eos_ids: Sequence[int], max_batch_size: int = 16, max_queue: int = 64,
-                 batch_wait_s: float = 0.01):
+                 batch_wait_s: float = 0.03):
         if max_batch_size < 1 or max_queue < 1 or batch_wait_s < 0:
             raise ValueError("max_batch_size and max_queue must be >= 1, batch_wait_s >= 0")
         self.model, self.tokenizer, self.eos_ids = model, tokenizer, sorted(eos_ids)
         self.max_batch_size, self.max_queue, self.batch_wait_s = max_batch_size, max_queue, batch_wait_s
-        self._pending: deque[tuple[float, list[Request]]] = deque()  # (arrival time, a group of requests)
+        self._pending: deque[tuple[float, list[Request], bool]] = deque()  # (arrival time, group, gather)
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -240,35 +243,39 @@ class Batcher:
         self.batches = 0  # batches run so far (for tests and benchmarks)
 
     @property
-    def waiting(self) -> int:
+    def waiting(self) -> int:  # requests queued for a later batch
         with self._cv:
             return self._waiting()
 
     def _waiting(self) -> int:
-        return sum(1 for _, group in self._pending for r in group if not r.cancelled.is_set())
+        return sum(1 for _, group, _ in self._pending for r in group if not r.cancelled.is_set())
 
     @property
     def busy(self) -> bool:
         return self.running > 0 or self.waiting > 0
 
-    def submit(self, requests: Sequence[Request]) -> None:
-        """Queue requests to be generated together (a group is never split across batches)."""
+    def submit(self, requests: Sequence[Request], gather: bool = True) -> None:
+        """Queue requests to be generated together (a group is never split across batches); ``gather=False``: a
+        whole batch from one caller, which starts without waiting for others to arrive."""
         with self._cv:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
             waiting = self._waiting()
             if waiting + len(requests) > self.max_queue:
                 raise QueueFullError(f"{waiting} requests are waiting (the limit is {self.max_queue}): try again later")
-            self._pending.append((time.monotonic(), list(requests)))
+            self._pending.append((time.monotonic(), list(requests), gather))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="lawgpt-batcher", daemon=True)
                 self._thread.start()
+                _live.add(self)
             self._cv.notify()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 0) -> None:
         with self._cv:
             self._closed = True
             self._cv.notify()
+        if timeout and self._thread is not None:
+            self._thread.join(timeout)
 
     def _take(self) -> list[Request] | None:
         with self._cv:
@@ -276,9 +283,14 @@ class Batcher:
                 self._cv.wait()
             if self._closed:
                 return None
-            # A lone arrival waits a moment for company; requests queued behind a running batch go at once.
-            deadline = self._pending[0][0] + self.batch_wait_s
-            while sum(len(g) for _, g in self._pending) < self.max_batch_size and time.monotonic() < deadline:
+            # Gather a burst: wait while requests keep coming (until batch_wait_s passes without one, at most
+            # GATHER_CAP times that in all), since a request that misses the batch waits for all of it.
+            # Requests that queued behind a running batch have waited long enough: they go at once.
+            while sum(len(g) for _, g, _ in self._pending) < self.max_batch_size and self._pending[0][2]:
+                first, last = self._pending[0][0], self._pending[-1][0]
+                deadline = min(first + GATHER_CAP * self.batch_wait_s, last + self.batch_wait_s)
+                if time.monotonic() >= deadline:
+                    break
                 self._cv.wait(deadline - time.monotonic())
             batch: list[Request] = []
             while self._pending:
@@ -373,19 +385,12 @@ class Batcher:
             sequences = self.model.generate(**inputs, generation_config=config, stopping_criteria=criteria)
         new = sequences[0, width:].tolist()
         row = _Row(request, self.tokenizer, set(self.eos_ids), started)
-        eos = set() if p.ignore_eos else set(self.eos_ids)
-        cut = next((i for i, t in enumerate(new) if t in eos), None)
+        cut = next((i for i, t in enumerate(new) if t in row.eos), None)
         if cut is not None:
             row.new = new[:cut]
             return row.finish("eos", cut + 1)
         while new and new[-1] == self.tokenizer.pad_token_id:
             new.pop()
-        row.new = new
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        if any(m in text for m in request.stops):
-            reason = "stop"
-        elif len(new) < p.max_new_tokens and request.cancelled.is_set():
-            reason = "stopped"
-        else:
-            reason = "length"
-        row.finish(reason, len(new), text)
+        row.new, text = new, self.tokenizer.decode(new, skip_special_tokens=True)
+        stopped = len(new) < p.max_new_tokens and request.cancelled.is_set()
+        row.finish("stop" if any(m in text for m in request.stops) else "stopped" if stopped else "length", len(new), text)

@@ -97,7 +97,7 @@ class GenerationParams:
 
 class Engine:
     def __init__(self, loaded: LoadedModel, prompt_template: str | None = None, system_prompt: str | None = None,
-                 max_batch_size: int = 16, max_queue: int = 64, batch_wait_ms: float = 10.0):
+                 max_batch_size: int = 16, max_queue: int = 64, batch_wait_ms: float = 30.0):
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -223,7 +223,7 @@ class Engine:
         for i, prompt in enumerate(prompts):
             self.check_fits(prompt, params.max_new_tokens, f"prompt {i}")
         requests = [Request(self.encode(p), params, self._stops(params)) for p in prompts]
-        self.batcher.submit(requests)
+        self.batcher.submit(requests, gather=False)  # a whole batch already: no waiting for company
         for request in requests:
             while True:
                 if stop_event is not None and stop_event.is_set():
