@@ -108,21 +108,28 @@ def _loop_iterations(a: list[str], b: list[str]) -> int:
         return 0
     vocab = {tok: t for t, tok in enumerate(dict.fromkeys((*a, *b)))}
     starts = transposition_starts(np.array([vocab[t] for t in a]), np.array([vocab[t] for t in b])).tolist()
-    cost, last_flat, total = [[float(j) for j in range(m + 1)]], {}, 0
-    for i in range(n):
-        up, row = cost[i], [i + 1.0]
-        if i:
-            for j in range(1, m + 1):
-                if up[j] == cost[i - 1][j - 1]:
-                    last_flat[i - j] = i - 1
+    cost, total, inf = [[float(j) for j in range(m + 1)]], 0, float("inf")
+    last_flat = [-1] * (n + m + 1)  # per diagonal (i - j + m): the latest row q whose step q → q+1 is flat
+    sub_rows: dict[str, list[float]] = {}
+    for i, ai in enumerate(a):
+        up, prev, start, row = cost[i], cost[i - 1], starts[i], [i + 1.0]
+        if ai not in sub_rows:
+            sub_rows[ai] = [0.0 if ai == bj else substitution_cost(ai, bj) for bj in b]
+        sub_row = sub_rows[ai]
         for j, bj in enumerate(b):
-            if a[i] == bj:
+            d = i - j + m
+            if i and j and up[j] == prev[j - 1]:
+                last_flat[d] = i - 1
+            if ai == bj:
                 row.append(up[j])
                 continue
-            flat = last_flat.get(i - j, -1)
-            trans = transposition_cost(a, b, cost, i, j, starts[i][j])[0] if starts[i][j] > flat else float("inf")
-            total += i - starts[i][j] if trans < float("inf") else min(i, j) if flat < 0 else min(j, i - 1 - flat)
-            row.append(min(trans, up[j] + substitution_cost(a[i], bj), row[j] + 1, up[j + 1] + 1))
+            flat, trans = last_flat[d], inf
+            if start[j] > flat:
+                trans = transposition_cost(a, b, cost, i, j, start[j])[0]
+            total += i - start[j] if trans < inf else min(i, j) if flat < 0 else min(j, i - 1 - flat)
+            best = up[j] + sub_row[j]
+            best = min(best, row[j] + 1, up[j + 1] + 1, trans)
+            row.append(best)
         cost.append(row)
     return total
 
