@@ -240,7 +240,7 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.running = 0  # requests in the batch being generated that have not finished yet
-        self.batches = 0  # batches run so far (for tests and benchmarks)
+        self.batches = 0  # batches started so far (for tests and benchmarks)
 
     @property
     def waiting(self) -> int:  # requests queued for a later batch
@@ -312,6 +312,7 @@ class Batcher:
             if not live:
                 continue
             self.running = len(live)
+            self.batches += 1  # counted at the start: its callers may hear "done" before the batch winds up
             try:
                 if live[0].params.num_beams > 1:
                     self._run_beams(live[0])
@@ -323,7 +324,6 @@ class Batcher:
                         request._emit("error", e)
             finally:
                 self.running = 0
-                self.batches += 1
 
     def _config(self, **overrides):
         from transformers import GenerationConfig
