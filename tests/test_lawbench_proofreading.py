@@ -152,7 +152,7 @@ def _published(shot: str) -> dict[str, float]:
         ("one_shot/GPT4", 1e-6),
         ("zero_shot/qwen-7b-chat-hf", 1e-6),
         ("zero_shot/fuzi-mingcha-7b-hf", 1e-6),
-        # 53 of its predictions ran into LawBench's 10 s limit, which we model (utils/lawbench_proofreading.py)
+        # about 50 of its predictions ran into LawBench's 10 s limit, which we model (utils/lawbench_proofreading.py)
         pytest.param("zero_shot/lawgpt-7b-beta1.1-hf", 1e-3, marks=pytest.mark.slow),
     ],
 )
