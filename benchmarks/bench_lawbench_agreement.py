@@ -62,7 +62,8 @@ def runs_from_folders(folders: list[Path], results_csv: Path | None) -> list[tup
     return runs
 
 
-def compare(runs, tolerance: float, models: set[str] | None) -> tuple[list[dict], list[str]]:
+def compare(runs, tolerance: float, models: set[str] | None,
+            only_tasks: set[str] | None = None) -> tuple[list[dict], list[str]]:
     rows, notes = [], []
     with_proofreading = proofreading_available()
     if not with_proofreading:
@@ -73,7 +74,8 @@ def compare(runs, tolerance: float, models: set[str] | None) -> tuple[list[dict]
         if models and model not in models:
             continue
         published = published_by_csv.setdefault(csv_path, read_results(csv_path))
-        tasks = [t for t in L.raw_tasks(folder) if with_proofreading or t != "2-1"]
+        tasks = [t for t in L.raw_tasks(folder) if (with_proofreading or t != "2-1")
+                 and (not only_tasks or t in only_tasks)]
         unpublished = [t for t in tasks if (model, t) not in published]
         if unpublished:
             notes.append(f"{label}: no published row for {', '.join(unpublished)}")
@@ -126,6 +128,7 @@ def main(argv=None) -> int:
     source.add_argument("--predictions", type=Path, nargs="+", help="LawBench predictions/<shots> folders (model folders)")
     p.add_argument("--results_csv", type=Path, help="published scores (default: results.csv in each --predictions folder)")
     p.add_argument("--models", nargs="+", help="only these model folders")
+    p.add_argument("--tasks", help="only these tasks, e.g. 2-1 or 3-4,3-5 (default: every task with predictions)")
     p.add_argument("--tolerance", type=float, default=0.001)
     p.add_argument("--table", action="store_true", help="print every model × task row, not only the disagreements")
     p.add_argument("--leaderboard", action="store_true", help="print per-model averages, ours next to the published")
@@ -133,7 +136,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="lawbench-agreement-") as workdir:
         runs = (runs_from_archives(args.lawbench_dir, Path(workdir)) if args.lawbench_dir
                 else runs_from_folders(args.predictions, args.results_csv))
-        rows, notes = compare(runs, args.tolerance, set(args.models) if args.models else None)
+        only = set(L.resolve_tasks(args.tasks)) if args.tasks else None  # unknown ids stop here
+        rows, notes = compare(runs, args.tolerance, set(args.models) if args.models else None, only)
     if args.table:
         print(table(rows))
     if args.leaderboard:
