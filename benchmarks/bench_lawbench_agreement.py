@@ -154,4 +154,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except L.LawBenchError as e:
+        sys.exit(f"bench_lawbench_agreement: error: {e}")
