@@ -82,7 +82,7 @@ def _export(model_dir: Path, output: Path, outtype: str, *extra: str) -> dict:
     return export_gguf.main(["--model_dir", str(model_dir), "--output", str(output), "--outtype", outtype, *extra])
 
 
-@pytest.mark.parametrize("outtype,tolerance", [("f32", 1e-4), ("q8_0", 0.5)])
+@pytest.mark.parametrize("outtype,tolerance", [("f32", 1e-4), ("q8_0", 0.5)])  # q8_0: 0.28 measured
 def test_export_reads_back_with_the_same_tokens_and_logits(converter, merged, tmp_path, outtype, tolerance):
     out = tmp_path / f"lawgpt-{outtype}.gguf"
     info = _export(merged, out, outtype, "--verify")
@@ -92,7 +92,7 @@ def test_export_reads_back_with_the_same_tokens_and_logits(converter, merged, tm
     if outtype == "f32":
         assert check["max_abs_logit_diff"] == 0.0  # the same float32 numbers, only moved
     else:  # measured on this model: 0.28 of logits up to 16, argmax unchanged at 98% of the positions
-        assert check["argmax_agreement"] >= 0.9, check
+        assert check["argmax_agreement"] >= 0.9 and check["tolerance"] == pytest.approx(0.05 * check["max_abs_logit"])
     meta = info["metadata"]
     tokenizer = load_tokenizer(merged)
     assert meta["tokens"] == len(tokenizer) and meta["tokenizer_model"] == "llama"
