@@ -8,10 +8,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = [
-    "train_clm.py", "finetune.py", "merge_lora.py", "infer.py", "webui.py", "api.py", "evaluate.py",
+    "train_clm.py", "finetune.py", "dpo.py", "merge_lora.py", "infer.py", "webui.py", "api.py", "evaluate.py",
     "tools/build_corpus.py", "tools/merge_vocabulary.py", "tools/knowledge_instruct.py", "tools/self_instruct.py",
     "tools/clean_data.py", "tools/prepare_lawbench.py", "tools/check_citations.py", "tools/fetch_demo_model.py",
-    "tools/build_dense_index.py", "tools/write_chat_template.py",
+    "tools/build_dense_index.py", "tools/write_chat_template.py", "tools/preference_data.py",
 ]
 
 

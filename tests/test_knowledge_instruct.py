@@ -52,7 +52,7 @@ def built(lawbench_dir):
 
 def test_outputs_are_the_real_article_texts(built, store):
     items, stats = built
-    assert {item["kind"] for item in items} == set(TEMPLATES)
+    assert {item["kind"] for item in items} == set(TEMPLATES) | {"identity", "out_of_scope"}
     assert all(s["kept"] > 0 for s in stats.values())
     by_kind = {}
     for item in items:
@@ -148,3 +148,17 @@ def test_default_lawbench_dir_is_the_prepared_one_and_its_absence_says_how_to_ge
 def test_bad_arguments():
     with pytest.raises(SystemExit):
         parse_args(["--output", "x.jsonl", "--kinds", "article_content,nonsense"])
+
+
+def test_identity_and_out_of_scope_items_take_the_assistant_name(lawbench_dir):
+    from utils.persona import is_scope_statement
+
+    items, stats = run(lawbench_dir, "--kinds", "identity,out_of_scope", "--assistant_name", "法小助",
+                       "--assistant_maker", "某某大学")
+    identity = [i for i in items if i["kind"] == "identity"]
+    oos = [i for i in items if i["kind"] == "out_of_scope"]
+    assert stats["identity"]["kept"] == len(identity) > 20 and len(oos) > 40
+    assert all("法小助" in i["output"] and "LaWGPT" not in i["output"] for i in identity)
+    assert any("某某大学" in i["output"] for i in identity)
+    assert all(is_scope_statement(i["output"]) and i["source"] == "persona" and set(i) == {
+        "instruction", "input", "output", "kind", "source"} for i in oos)

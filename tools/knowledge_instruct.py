@@ -6,7 +6,11 @@ Four kinds of items, each with several phrasings (picked with ``--seed``, so a r
 - ``article_topic``    which articles cover a matter named by a chapter/section heading → the heading,
                        its article range, and the first article's text;
 - ``charge_definition``  请介绍盗窃罪的定义 → the 刑法 article that defines the charge, quoted;
-- ``article_charge``   a 刑法 article's text as input → the charge(s) it defines.
+- ``article_charge``   a 刑法 article's text as input → the charge(s) it defines;
+- ``identity``         who are you / who made you / what can you do → the assistant's ``--assistant_name`` and
+                       ``--assistant_maker`` (default LaWGPT) and what it is for (utils/persona.py);
+- ``out_of_scope``     recipes, code, medicine, poems … → a short statement that this is outside what the assistant
+                       is for, with a hint where to look — never a legal-sounding answer (utils/persona.py).
 
 Clean evaluation: items that touch the LawBench test sets are dropped and counted — any item built on
 an article that task 1-1 (article recitation) asks for, and any item that contains most of one test
@@ -36,10 +40,11 @@ sys.path.insert(0, str(ROOT))
 
 from utils.contamination import DEFAULT_N, DEFAULT_THRESHOLD, ngrams  # noqa: E402
 from utils.data import DataError, read_records, write_jsonl  # noqa: E402
+from utils.persona import DEFAULT_MAKER, DEFAULT_NAME, identity_items, out_of_scope_items  # noqa: E402
 from utils.statutes import NUMERAL, PRC, Article, StatuteError, StatuteStore, cn_to_int  # noqa: E402
 
 DEFAULT_LAWBENCH_DIR = ROOT / "data" / "eval" / "lawbench"  # what tools/prepare_lawbench.py writes
-KINDS = ("article_content", "article_topic", "charge_definition", "article_charge")
+KINDS = ("article_content", "article_topic", "charge_definition", "article_charge", "identity", "out_of_scope")
 # LawBench 1-1 prefixes the law with its department: 民法商法公司法第六十条的内容是什么？
 DEPARTMENTS = ("诉讼与非诉讼程序法", "宪法相关法", "民法商法", "社会法", "行政法", "经济法")
 _ASKED = re.compile(rf"^(?P<law>.+?)第(?P<num>{NUMERAL})条(?:之(?P<suf>{NUMERAL}))?的内容是什么")
@@ -155,6 +160,14 @@ BUILDERS: dict[str, Callable[[list[Article], random.Random], list[dict]]] = {
 }
 
 
+def persona(kind: str, args: argparse.Namespace) -> list[dict]:
+    """Identity / out-of-scope items (no statute behind them)."""
+    items = identity_items(args.assistant_name, args.assistant_maker) if kind == "identity" else \
+        out_of_scope_items(args.assistant_name)
+    return [{"instruction": i["instruction"], "input": "", "output": i["output"], "kind": kind, "source": "persona",
+             "_key": None} for i in items]
+
+
 # ---------------------------------------------------------------- LawBench overlap
 
 
@@ -253,7 +266,7 @@ def build(args: argparse.Namespace) -> tuple[list[dict], dict]:
     articles = eligible(store)
     out, stats = [], {}
     for kind in args.kinds:
-        candidates = BUILDERS[kind](articles, rng)
+        candidates = BUILDERS[kind](articles, rng) if kind in BUILDERS else persona(kind, args)
         counts = Counter({"candidates": len(candidates), "excluded_1-1": 0, "excluded_ngram": 0})
         kept = []
         for item in candidates:
@@ -283,6 +296,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overlap_threshold", type=float, default=DEFAULT_THRESHOLD,
                         help="drop an item holding at least this share of a test question's/answer's n-grams")
     parser.add_argument("--no_lawbench_check", action="store_true", help="build without the LawBench overlap filter")
+    parser.add_argument("--assistant_name", default=DEFAULT_NAME, help="identity items: the assistant's name")
+    parser.add_argument("--assistant_maker", default=DEFAULT_MAKER, help="identity items: who made it")
     args = parser.parse_args(argv)
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = [k for k in args.kinds if k not in KINDS]

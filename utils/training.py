@@ -145,11 +145,15 @@ class LawTrainingArguments(TrainingArguments):
 # ---------------------------------------------------------------- parsing and the legacy mapping
 
 
-def parse_args(data_class, argv=None):
-    """(model, lora, data, legacy, training) arguments from the command line, legacy flags applied."""
+def parse_args(data_class, argv=None, training_class=None):
+    """(model, lora, data, legacy, training) arguments from the command line, legacy flags applied.
+
+    ``training_class``: a TrainingArguments subclass with a stage's own fields (dpo.py: trl's DPOConfig with our
+    defaults); default :class:`LawTrainingArguments`."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser((ModelArguments, LoraArguments, data_class, LegacyArguments, LawTrainingArguments))
+    parser = HfArgumentParser((ModelArguments, LoraArguments, data_class, LegacyArguments,
+                               training_class or LawTrainingArguments))
     model, lora, data, legacy, training = parser.parse_args_into_dataclasses(args=argv)
     apply_legacy(legacy, training)
     return model, lora, data, legacy, training
@@ -249,16 +253,22 @@ def _leaf_name(model, module) -> str:
     return next(name for name, m in model.named_modules() if m is module).rsplit(".", 1)[-1]
 
 
-def prepare_model(model_args: ModelArguments, lora_args: LoraArguments, training: TrainingArguments) -> Prepared:
+def prepare_model(model_args: ModelArguments, lora_args: LoraArguments, training: TrainingArguments,
+                  adapter: str | None = None) -> Prepared:
     """Tokenizer + model, embeddings grown for an extended tokenizer (new rows = mean of their base pieces),
-    k-bit preparation on CUDA, LoRA (with embed/lm_head trained when the vocabulary grew)."""
+    k-bit preparation on CUDA, LoRA (with embed/lm_head trained when the vocabulary grew).
+
+    ``adapter``: an existing LoRA adapter directory to train further instead of a new LoRA (dpo.py on base + SFT
+    adapter); its tokenizer and its own LoRA settings are used, the lora_* arguments are not."""
     import torch
     from transformers import set_seed
 
     set_seed(training.seed)  # LoRA initialisation must not depend on what ran before
-    use_lora = lora_args.lora_r > 0
+    use_lora = lora_args.lora_r > 0 or adapter is not None
     tokenizer_dir = model_args.base_model
-    if model_args.tokenizer_path:
+    if adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file():
+        tokenizer_dir = adapter  # an adapter trained with a grown vocabulary ships its tokenizer
+    elif model_args.tokenizer_path:
         if model_args.extend_vocab:
             tokenizer_dir = model_args.tokenizer_path
         else:
@@ -269,7 +279,7 @@ def prepare_model(model_args: ModelArguments, lora_args: LoraArguments, training
                        model_args.load_8bit, model_args.load_4bit, model_args.trust_remote_code)
     base_rows = embedding_rows(model)
     grew = resize_for_tokenizer(model, tokenizer)
-    if grew:
+    if grew and adapter is None:
         base_tokenizer = load_tokenizer(model_args.base_model, model_args.trust_remote_code)
         init_new_embeddings(model, base_tokenizer, tokenizer, base_rows)
         log(training, f"vocabulary {base_rows} -> {len(tokenizer)}: new rows start as the mean of their base pieces")
@@ -282,7 +292,11 @@ def prepare_model(model_args: ModelArguments, lora_args: LoraArguments, training
     if training.gradient_checkpointing and not training.gradient_checkpointing_kwargs:
         # Reentrant checkpointing needs inputs that require grad, which a frozen LoRA base never has.
         training.gradient_checkpointing_kwargs = {"use_reentrant": False}
-    if use_lora:
+    if adapter is not None:
+        from utils.modeling import load_adapter
+
+        model = load_adapter(model, adapter, is_trainable=True)
+    elif use_lora:
         new_rows = range(base_rows, len(tokenizer)) if grew and model_args.new_embeddings == "new_rows" else None
         model = _wrap_lora(model, lora_args, train_embeddings=grew, new_rows=new_rows)
     for param in model.parameters():
@@ -291,8 +305,9 @@ def prepare_model(model_args: ModelArguments, lora_args: LoraArguments, training
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log(training, f"{'LoRA' if use_lora else 'full'}: {trainable:,} of {total:,} parameters trainable")
+    init = "mean of base pieces" if adapter is None else "the adapter's"
     vocab = {"base_rows": base_rows, "tokenizer_size": len(tokenizer), "grew": grew,
-             "extend_vocab": model_args.extend_vocab, "new_row_init": "mean of base pieces" if grew else None,
+             "extend_vocab": model_args.extend_vocab, "new_row_init": init if grew else None,
              "new_embeddings": (model_args.new_embeddings if use_lora else "full") if grew else None}
     return Prepared(model, tokenizer, str(tokenizer_dir), vocab, lora_targets(model) if use_lora else None)
 
@@ -354,33 +369,43 @@ def adapter_holds_embeddings(model) -> bool:
     return not embeddings_targeted and any(name.split(".")[-1] in EMBEDDING_LAYER_NAMES for name in trained)
 
 
-def make_trainer(prepared: Prepared, training: TrainingArguments, train_ds, eval_ds):
+def make_trainer(prepared: Prepared, training: TrainingArguments, train_ds, eval_ds, trainer_class=None,
+                 **trainer_kwargs):
+    """The Trainer (or ``trainer_class``, e.g. trl's DPOTrainer, which then brings its own collator) with our
+    adapter saving."""
     from transformers import DataCollatorForSeq2Seq, Trainer
     from transformers.trainer import TRAINING_ARGS_NAME
 
-    class AdapterTrainer(Trainer):
-        """Saves an adapter with only what merging and resuming need (see :func:`adapter_holds_embeddings`);
-        everything else is the Trainer's own saving."""
+    class AdapterTrainer(trainer_class or Trainer):
+        """Saves an adapter with only what merging and resuming need (see :func:`adapter_holds_embeddings`), and
+        only the trained one (trl keeps a frozen reference copy beside it); else the Trainer's own saving."""
 
         def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
             model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
-            if not adapter_holds_embeddings(model):
+            lean = adapter_holds_embeddings(model)
+            from peft import PeftModel
+
+            others = isinstance(model, PeftModel) and len(model.peft_config) > 1
+            if not (lean or others):
                 return super()._save(output_dir, state_dict)
             output_dir = output_dir or self.args.output_dir
             if self.args.should_save:
                 os.makedirs(output_dir, exist_ok=True)
             model.save_pretrained(output_dir, state_dict=state_dict, is_main_process=self.args.should_save,
-                                  save_embedding_layers=False)
+                                  selected_adapters=[model.active_adapter],
+                                  **({"save_embedding_layers": False} if lean else {}))
             if self.args.should_save:
                 self.processing_class.save_pretrained(output_dir)
                 import torch
 
                 torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
-    collator = DataCollatorForSeq2Seq(prepared.tokenizer, padding=True, pad_to_multiple_of=8,
-                                      label_pad_token_id=IGNORE_INDEX, return_tensors="pt")
+    if trainer_class is None:
+        trainer_kwargs.setdefault("data_collator", DataCollatorForSeq2Seq(
+            prepared.tokenizer, padding=True, pad_to_multiple_of=8, label_pad_token_id=IGNORE_INDEX,
+            return_tensors="pt"))
     return AdapterTrainer(model=prepared.model, args=training, train_dataset=train_ds, eval_dataset=eval_ds,
-                          data_collator=collator, processing_class=prepared.tokenizer)
+                          processing_class=prepared.tokenizer, **trainer_kwargs)
 
 
 def train_and_save(trainer, prepared: Prepared, training: TrainingArguments, info: dict) -> dict:
@@ -390,9 +415,13 @@ def train_and_save(trainer, prepared: Prepared, training: TrainingArguments, inf
     metrics = {"train_loss": result.training_loss, "global_step": result.global_step,
                "train_runtime_s": round(time.time() - started, 2)}
     if trainer.eval_dataset is not None:
-        eval_loss = trainer.evaluate()["eval_loss"]
-        metrics["eval_loss"] = eval_loss
-        metrics["perplexity"] = math.exp(eval_loss) if eval_loss < 50 else float("inf")
+        evaluated = trainer.evaluate()
+        eval_loss = metrics["eval_loss"] = evaluated["eval_loss"]
+        rewards = {k: v for k, v in evaluated.items() if k.startswith("eval_rewards/")}
+        if rewards:  # a preference loss (dpo.py): its reward accuracy and margin, a perplexity means nothing there
+            metrics.update(rewards)
+        else:
+            metrics["perplexity"] = math.exp(eval_loss) if eval_loss < 50 else float("inf")
     out = Path(training.output_dir)
     trainer.save_model(str(out))  # peft's save_pretrained for adapters; gathers ZeRO-3 shards on every rank
     if trainer.is_world_process_zero():

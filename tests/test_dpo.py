@@ -1,0 +1,137 @@
+"""dpo.py on the tiny model: the DPO loss falls on a toy pair set, the adapter saves, merges and loads; base + SFT
+adapter with resume; pairs tokenised as finetune.py tokenises them; malformed pairs are errors with file:line."""
+
+import json
+
+import pytest
+import torch
+
+import dpo
+import merge_lora
+from utils.chat_template import make_prompter
+from utils.data import DataError, sft_example
+from utils.modeling import load_for_inference, load_tokenizer, read_run_info
+from utils.preference import load_preference_data, preference_example
+
+QUESTIONS = ["盗窃罪如何处罚？", "什么是诈骗罪？", "抢劫罪怎么判？", "故意伤害罪的刑罚是什么？"]
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pref") / "pairs.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for q in QUESTIONS:
+            f.write(json.dumps({"instruction": q, "chosen": "根据《刑法》第二百六十四条的规定处罚。",
+                                "rejected": "根据《刑罚法》第九百条的规定处罚。", "kind": "unknown_law"},
+                               ensure_ascii=False) + "\n")
+    return path
+
+
+def run(*argv):
+    return dpo.main(*dpo.parse([str(a) for a in argv]))
+
+
+def common(base, data, out, *extra):
+    return ["--base_model", base, "--data_path", data, "--output_dir", out, "--cutoff_len", 256, "--batch_size", 4,
+            "--micro_batch_size", 4, "--lora_r", 4, "--learning_rate", 5e-3, "--report_to", "none",
+            "--logging_steps", 1, "--seed", 3, *extra]
+
+
+def logged(out, key="loss"):
+    state = json.loads((out / "trainer_state.json").read_text(encoding="utf-8"))
+    return [h[key] for h in state["log_history"] if key in h]
+
+
+def test_loss_falls_and_the_adapter_saves_merges_and_loads(tiny_model_dir, pairs, tmp_path):
+    out = tmp_path / "dpo"
+    metrics = run(*common(tiny_model_dir, pairs, out, "--max_steps", 5, "--save_strategy", "no"))
+    losses = logged(out)
+    assert len(losses) == 5 and losses[0] == pytest.approx(0.6931, abs=1e-3)  # log 2: policy == reference at start
+    assert losses[-1] < losses[0] - 0.05 and logged(out, "rewards/accuracies")[-1] == 1
+    info = read_run_info(out)
+    assert info["stage"] == "dpo" and info["base_model"] == str(tiny_model_dir.resolve())
+    assert info["reference"].startswith("the base model") and info["loss_type"] == ["sigmoid"]
+    assert info["prompt_template"] == "law_template" and info["pairs"]["kinds"] == {"unknown_law": 4}
+    assert metrics["global_step"] == 5 and (out / "adapter_model.safetensors").is_file()
+    assert not (out / "ref").exists()  # only the trained adapter is saved, never trl's reference copy
+    merged = tmp_path / "merged"
+    merge_lora.main(lora_model=str(out), output_dir=str(merged))
+    adapter, model = load_for_inference(lora_weights=str(out)), load_for_inference(str(merged))
+    ids = torch.tensor([adapter.tokenizer(QUESTIONS[0]).input_ids])
+    with torch.inference_mode():
+        torch.testing.assert_close(model.model(ids).logits, adapter.model(ids).logits, atol=1e-4, rtol=0)
+    assert "law_template" in (read_run_info(merged).get("prompt_template") or "")
+
+
+def test_on_base_plus_sft_adapter_with_resume(tiny_model_dir, pairs, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from utils.modeling import write_run_info
+
+    sft = tmp_path / "sft"
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)),
+                           LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.2)
+    model.save_pretrained(str(sft))
+    write_run_info(sft, {"base_model": str(tiny_model_dir), "prompt_template": "alpaca"})
+    out = tmp_path / "dpo"
+    args = common(tiny_model_dir, pairs, out, "--sft_adapter", sft, "--save_steps", 2)
+    run(*args, "--max_steps", 2)
+    run(*args, "--max_steps", 3, "--resume_from_checkpoint", out)
+    info = read_run_info(out)
+    state = json.loads((out / "trainer_state.json").read_text(encoding="utf-8"))
+    assert info["global_step"] == 3 and [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3]
+    assert info["prompt_template"] == "alpaca" and info["reference"].startswith("the SFT adapter")
+    assert info["base_model"] == str(tiny_model_dir.resolve())
+    config = json.loads((out / "adapter_config.json").read_text(encoding="utf-8"))
+    assert config["r"] == 2 and config["target_modules"] == ["q_proj"] and not (out / "ref").exists()
+    assert losses_start_at_log2(out)
+
+
+def losses_start_at_log2(out):
+    # The reference is the SFT adapter itself, so the first DPO loss is log 2 although the adapter is not zero.
+    return logged(out)[0] == pytest.approx(0.6931, abs=1e-3)
+
+
+@pytest.mark.parametrize("template", ["law_template", "chat"])
+def test_pairs_are_tokenised_as_finetune_tokenises(tiny_model_dir, tiny_chat_model_dir, template):
+    tokenizer = load_tokenizer(tiny_chat_model_dir if template == "chat" else tiny_model_dir, padding_side="right")
+    prompter = make_prompter(template, tokenizer)
+    pair = {"instruction": "盗窃罪如何处罚？", "input": "", "history": [["你好", "您好"]],
+            "chosen": "处三年以下有期徒刑。", "rejected": "无罪。"}
+    ex = preference_example(tokenizer, prompter, pair, 256)
+    for side in ("chosen", "rejected"):
+        segments = prompter.segments(pair["instruction"], "", pair[side], pair["history"])
+        sft = sft_example(tokenizer, segments, 256, False, prompter.needs_eos, prompter.add_special_tokens)
+        assert ex["prompt_ids"] + ex[f"{side}_ids"] == sft["input_ids"]
+        answer = [t for t in sft["labels"][len(ex["prompt_ids"]):] if t != -100]
+        assert tokenizer.decode(answer, skip_special_tokens=True).strip() == pair[side]  # not the history's answer
+    if template == "law_template":
+        assert ex["chosen_ids"][-1] == ex["rejected_ids"][-1] == tokenizer.eos_token_id
+    assert preference_example(tokenizer, prompter, {**pair, "instruction": "长" * 400}, 128) is None
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"instruction": "问", "chosen": "甲"}', "missing field 'rejected'"),
+    ('{"instruction": "问", "chosen": "甲", "rejected": "甲 "}', "same text"),
+    ('{"prompt": "问", "instruction": "问", "chosen": "甲", "rejected": "乙"}', "not both"),
+    ('{"prompt": "问", "chosen": "甲", "rejected": "乙", "history": ["x"]}', "history"),
+])
+def test_malformed_pairs_name_file_and_line(tmp_path, line, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "问", "chosen": "甲", "rejected": "乙"}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"bad.jsonl:2: .*{message}"):
+        load_preference_data(path)
+
+
+def test_full_dpo_is_refused_with_one_line(tiny_model_dir, pairs, tmp_path, capsys):
+    from utils.training import run_entry
+
+    argv = [str(a) for a in common(tiny_model_dir, pairs, tmp_path / "x", "--lora_r", 0)]
+    assert run_entry("dpo", dpo.parse, dpo.main, argv) == 1
+    assert "--lora_r 0" in capsys.readouterr().err
