@@ -2,6 +2,7 @@
 adapter with resume; pairs tokenised as finetune.py tokenises them; malformed pairs are errors with file:line."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,3 +136,21 @@ def test_full_dpo_is_refused_with_one_line(tiny_model_dir, pairs, tmp_path, caps
     argv = [str(a) for a in common(tiny_model_dir, pairs, tmp_path / "x", "--lora_r", 0)]
     assert run_entry("dpo", dpo.parse, dpo.main, argv) == 1
     assert "--lora_r 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(tiny_model_dir, pairs, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    argv = [str(a) for a in common(tiny_model_dir, pairs, out, "--max_steps", 1, "--micro_batch_size", 2,
+                                   "--save_strategy", "no")]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29571",
+                           "dpo.py", *argv], cwd=Path(dpo.__file__).parent, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = read_run_info(out)
+    assert info["world_size"] == 2 and info["global_step"] == 1
+    assert info["args"]["gradient_accumulation_steps"] == 1  # batch 4 = 2 pairs x 2 processes

@@ -69,8 +69,13 @@ OUT_OF_SCOPE_ANSWERS = [
     "不好意思，我是法律助手{name}，只能回答法律方面的问题，这个问题超出了我的服务范围。{hint}。如有合同、劳动、婚姻家庭等法律问题，我很乐意帮忙。",
 ]
 
+# Each question is also asked with a greeting before it, as people open a chat.
+FORMS = ("{q}", "你好，{q}", "嗨，{q}")
+
 # What counts as the scope statement in an answer (the training answers above say it one of these ways).
-_SCOPE = re.compile(r"(?:不在|超出了?|超过了?)(?:我的)?[^。，！？\n]{0,6}范围|只(?:能|会)?(?:回答|解答|处理)[^。！？\n]{0,8}法律")
+# Said of the assistant ("我的…范围", "服务范围"), so that a legal answer about 超出代理权限范围 is not one.
+_SCOPE = re.compile(r"(?:不在|超出了?|超过了?)我的[^。，！？\n]{0,4}范围|(?:不在|超出了?|超过了?)(?:服务|回答|能力)范围"
+                    r"|只(?:能|会)?(?:回答|解答|处理)[^。！？\n]{0,8}法律")
 
 
 def is_scope_statement(answer: str) -> bool:
@@ -84,13 +89,16 @@ def names_assistant(answer: str, name: str = DEFAULT_NAME) -> bool:
 
 
 def identity_items(name: str = DEFAULT_NAME, maker: str = DEFAULT_MAKER) -> list[dict]:
-    """Every identity question with each of its answers (``kind`` identity, ``topic`` who/maker/can/other)."""
-    return [{"instruction": q, "input": "", "output": a.format(name=name, maker=maker), "kind": "identity", "topic": topic}
-            for topic, questions in IDENTITY_QUESTIONS.items() for q in questions for a in IDENTITY_ANSWERS[topic]]
+    """Every identity question, in every form, with each of its answers (``topic`` who/maker/can/other)."""
+    return [{"instruction": form.format(q=q), "input": "", "output": a.format(name=name, maker=maker),
+             "kind": "identity", "topic": topic}
+            for topic, questions in IDENTITY_QUESTIONS.items() for q in questions for form in FORMS
+            for a in IDENTITY_ANSWERS[topic]]
 
 
 def out_of_scope_items(name: str = DEFAULT_NAME) -> list[dict]:
-    """Every out-of-scope question with each scope statement (``kind`` out_of_scope, ``topic`` the subject)."""
-    return [{"instruction": q, "input": "", "output": a.format(name=name, hint=hint), "kind": "out_of_scope",
-             "topic": topic}
-            for topic, (questions, hint) in OUT_OF_SCOPE.items() for q in questions for a in OUT_OF_SCOPE_ANSWERS]
+    """Every out-of-scope question, in every form, with each scope statement (``topic`` the subject)."""
+    return [{"instruction": form.format(q=q), "input": "", "output": a.format(name=name, hint=hint),
+             "kind": "out_of_scope", "topic": topic}
+            for topic, (questions, hint) in OUT_OF_SCOPE.items() for q in questions for form in FORMS
+            for a in OUT_OF_SCOPE_ANSWERS]
