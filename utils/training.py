@@ -381,6 +381,8 @@ def make_trainer(prepared: Prepared, training: TrainingArguments, train_ds, eval
         only the trained one (trl keeps a frozen reference copy beside it); else the Trainer's own saving."""
 
         def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+            if not self.args.should_save and not self.is_distributed_loading_by_transformers:
+                return  # as the Trainer's own _save: under FSDP the other ranks hold an empty gathered state_dict
             model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
             lean = adapter_holds_embeddings(model)
             from peft import PeftModel
@@ -410,6 +412,12 @@ def make_trainer(prepared: Prepared, training: TrainingArguments, train_ds, eval
 
 def train_and_save(trainer, prepared: Prepared, training: TrainingArguments, info: dict) -> dict:
     """Train (resuming if asked), evaluate, save model/adapter + tokenizer + run_info.json + loss curve."""
+    distributed = trainer.accelerator.distributed_type.value  # NO, MULTI_CPU, MULTI_GPU, FSDP, DEEPSPEED
+    if getattr(training, "fsdp", None) and not trainer.is_fsdp_enabled:
+        # accelerate keeps its FSDP plugin for GPU/accelerator process groups only: elsewhere it would train
+        # unsharded (DDP) under a flag that promises sharding.
+        raise ConfigError(f"--fsdp: accelerate did not enable FSDP here (distributed type {distributed}); it shards "
+                          "only across GPUs/accelerators. On CPU drop --fsdp (torchrun alone runs DDP)")
     started = time.time()
     result = trainer.train(resume_from_checkpoint=resolve_resume(training))
     metrics = {"train_loss": result.training_loss, "global_step": result.global_step,
@@ -431,7 +439,7 @@ def train_and_save(trainer, prepared: Prepared, training: TrainingArguments, inf
         trainer.save_state()
         plot_losses(trainer.state.log_history, out / "loss_curve.png")
         info = {**info, **metrics, "vocab": prepared.vocab, "lora_target_modules": prepared.lora_target_modules,
-                "world_size": training.world_size,
+                "world_size": training.world_size, "distributed": distributed,
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         _write_run_info(out, info)
         log(training, f"saved to {out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
