@@ -25,6 +25,10 @@ itself. Records are ``instruction``, optional ``input``, ``output``, optional ``
 (``--add_eos_token``). The output directory holds the adapter (peft save_pretrained, safetensors), the
 tokenizer and run_info.json with ``base_model`` and ``prompt_template``, so merge_lora.py and infer.py
 find both without being told. ``python finetune.py --help`` lists every flag.
+
+Data (utils/train_data.py): examples are tokenised once (``--preprocessing_num_workers`` processes) into an Arrow
+cache under ``--dataset_cache_dir``, keyed on the files' contents, the tokenizer, the template and the options, and
+memory-mapped by every rank.
 """
 
 import sys
@@ -32,8 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from utils.chat_template import CHAT, make_prompter, write_chat_template
-from utils.data import IGNORE_INDEX, DataError, expand_paths, files_sha256, load_instruction_data, sft_example
+from utils.data import expand_paths
 from utils.prompter import Prompter
+from utils.train_data import PipelineArguments, build_sft, file_digests, prompter_key
 from utils.training import (
     ConfigError,
     args_record,
@@ -42,13 +47,12 @@ from utils.training import (
     parse_args,
     prepare_model,
     run_entry,
-    split_holdout,
     train_and_save,
 )
 
 
 @dataclass
-class SftDataArguments:
+class SftDataArguments(PipelineArguments):
     data_path: list[str] = field(default_factory=list, metadata={
         "help": "instruction data: .json/.jsonl with instruction, input, output, history (or directories of them)"})
     prompt_template_name: str = field(default="law_template", metadata={
@@ -63,20 +67,11 @@ class SftDataArguments:
     add_eos_token: bool = field(default=True, metadata={"help": "end each answer that fits with EOS"})
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.data_path:
             raise ConfigError("--data_path is required (instruction data)")
         if self.cutoff_len < 8:
             raise ConfigError(f"--cutoff_len {self.cutoff_len}: must be at least 8")
-
-
-def tokenize_items(items: list[dict], tokenizer, prompter, data_args: SftDataArguments) -> list[dict]:
-    """Training examples; ``prompter`` is a Prompter or a ChatPrompter (utils/chat_template.py)."""
-    out = []
-    for item in items:
-        segments = prompter.segments(item["instruction"], item["input"], item["output"], item["history"])
-        out.append(sft_example(tokenizer, segments, data_args.cutoff_len, data_args.train_on_inputs,
-                               data_args.add_eos_token and prompter.needs_eos, prompter.add_special_tokens))
-    return out
 
 
 def main(model_args, lora_args, data_args, legacy, training) -> dict:
@@ -84,29 +79,27 @@ def main(model_args, lora_args, data_args, legacy, training) -> dict:
     if template != CHAT:
         Prompter(template)  # an unknown template fails before the model loads
     files = expand_paths(data_args.data_path, (".json", ".jsonl"))
-    items = [item for f in files for item in load_instruction_data(f)]
-    train_items, val_items = split_holdout(items, legacy.val_set_size, training.seed)
     prepared = prepare_model(model_args, lora_args, training)
     prompter = make_prompter(template, prepared.tokenizer, data_args.system_prompt, where=prepared.tokenizer_dir)
     # The format travels with the model: servers that read the tokenizer's chat_template prompt it as trained.
     if write_chat_template(prepared.tokenizer, template, data_args.system_prompt):
         log(training, f"chat_template of the saved tokenizer: {template} (as Jinja)")
+    data_sha256, digests = file_digests(files)
     with training.main_process_first(desc="tokenise"):
-        train_ds = tokenize_items(train_items, prepared.tokenizer, prompter, data_args)
-        val_ds = tokenize_items(val_items, prepared.tokenizer, prompter, data_args)
+        built = build_sft(files, digests, prepared.tokenizer, prompter, prompter_key(prompter), data_args.cutoff_len,
+                          data_args.train_on_inputs, data_args.add_eos_token and prompter.needs_eos,
+                          legacy.val_set_size, training.seed, data_args)
     # A prompt longer than cutoff_len leaves no answer token: such an example teaches nothing (and a batch
     # of them has no loss), so it is left out — counted, named and recorded.
-    empty = [item["where"] for item, ex in zip(train_items, train_ds) if all(t == IGNORE_INDEX for t in ex["labels"])]
-    if empty:
-        log(training, f"{len(empty)} examples have no answer token within --cutoff_len {data_args.cutoff_len} "
-                      f"and are left out (first: {empty[0]})")
-        train_ds = [ex for ex in train_ds if any(t != IGNORE_INDEX for t in ex["labels"])]
-    if not train_ds:
-        raise DataError(f"{', '.join(map(str, files))}: no example keeps an answer token within --cutoff_len")
-    train_tokens = sum(len(ex["input_ids"]) for ex in train_ds)
-    log(training, f"{len(train_ds)} training examples ({train_tokens:,} tokens), {len(val_ds)} held out; "
-                  f"template {data_args.prompt_template_name}")
-    trainer = make_trainer(prepared, training, train_ds, val_ds or None)
+    meta, examples = built.meta, built.meta["examples"]
+    if examples["left_out_no_answer"]:
+        log(training, f"{examples['left_out_no_answer']} examples have no answer token within --cutoff_len "
+                      f"{data_args.cutoff_len} and are left out (first: {meta['first_left_out']})")
+    train_ds, val_ds = built.train, built.eval
+    log(training, f"{examples['train']} training examples ({meta['train_tokens']:,} tokens), {examples['eval']} held "
+                  f"out; template {data_args.prompt_template_name}; {'reused' if built.reused else 'built'} "
+                  f"{built.path}")
+    trainer = make_trainer(prepared, training, train_ds, val_ds)
     info = {
         "stage": "sft",
         "base_model": str(Path(model_args.base_model).resolve()),
@@ -115,9 +108,10 @@ def main(model_args, lora_args, data_args, legacy, training) -> dict:
         "system_prompt": data_args.system_prompt,
         "adapter": lora_args.lora_r > 0,
         "data_files": [str(f) for f in files],
-        "data_sha256": files_sha256(files),
-        "examples": {"train": len(train_ds), "eval": len(val_ds), "left_out_no_answer": len(empty)},
-        "train_tokens": train_tokens,
+        "data_sha256": data_sha256,
+        "data_cache": {"path": str(built.path), "reused": built.reused},
+        "examples": examples,
+        "train_tokens": meta["train_tokens"],
         "args": args_record(model_args, lora_args, data_args, legacy, training),
     }
     return train_and_save(trainer, prepared, training, info)

@@ -21,13 +21,20 @@ token's pieces under the base tokenizer, and ``embed_tokens``/``lm_head`` are tr
 ``--lora_r 0`` trains all parameters. The output directory holds the adapter (or the full model) as
 safetensors, the tokenizer, run_info.json (with the held-out perplexity), TensorBoard logs and
 loss_curve.png. ``python train_clm.py --help`` lists every flag, TrainingArguments' included.
+
+Data (utils/train_data.py): the documents are read, tokenised (``--preprocessing_num_workers`` processes) and packed
+once into an Arrow cache under ``--dataset_cache_dir``, keyed on the files' contents, the tokenizer and the options,
+and memory-mapped by every rank. ``--streaming`` (utils/streaming.py) tokenises and packs on the fly instead — for a
+corpus larger than the disk — with a shuffle buffer and a shard per rank; it needs ``--max_steps``.
 """
 
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utils.data import DataError, expand_paths, files_sha256, load_documents, pack_blocks, tokenize_documents
+from utils.data import DataError, expand_paths
+from utils.streaming import check_resume, streaming_blocks
+from utils.train_data import PipelineArguments, build_clm, file_digests
 from utils.training import (
     ConfigError,
     args_record,
@@ -35,8 +42,8 @@ from utils.training import (
     make_trainer,
     parse_args,
     prepare_model,
+    resolve_resume,
     run_entry,
-    split_holdout,
     train_and_save,
 )
 
@@ -44,7 +51,7 @@ DOC_SUFFIXES = (".json", ".jsonl", ".txt", ".md")
 
 
 @dataclass
-class ClmDataArguments:
+class ClmDataArguments(PipelineArguments):
     data_path: list[str] = field(default_factory=list, metadata={
         "help": "pretraining documents: .json/.jsonl with 'content', .txt/.md files, or directories of them"})
     block_size: int | None = field(default=None, metadata={"help": "tokens per training block (default: --cutoff_len)"})
@@ -52,8 +59,16 @@ class ClmDataArguments:
     add_eos_token: bool = field(default=True, metadata={"help": "end every document with EOS before packing"})
     train_on_inputs: bool = field(default=True, metadata={
         "help": "accepted for the original scripts: pretraining always trains on every token"})
+    streaming: bool = field(default=False, metadata={
+        "help": "tokenise and pack on the fly (no cache; for corpora larger than the disk): needs --max_steps; "
+                "--val_set_size is then a count (the corpus's first documents)"})
+    shuffle_buffer: int = field(default=10000, metadata={"help": "--streaming: blocks in the shuffle buffer (0: "
+                                                                 "corpus order)"})
+    streaming_shard_mb: int = field(default=256, metadata={
+        "help": "--streaming: megabytes of corpus per shard (shards are spread over the ranks)"})
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.data_path:
             raise ConfigError("--data_path is required (pretraining documents)")
         if not self.train_on_inputs:
@@ -61,45 +76,68 @@ class ClmDataArguments:
         self.block_size = self.block_size or self.cutoff_len
         if self.block_size < 16:
             raise ConfigError(f"--block_size {self.block_size}: must be at least 16")
+        if self.shuffle_buffer < 0 or self.streaming_shard_mb < 1:
+            raise ConfigError("--shuffle_buffer must be >= 0 and --streaming_shard_mb >= 1")
 
 
-def blocks_dataset(blocks: list[list[int]]) -> list[dict]:
-    return [{"input_ids": b, "attention_mask": [1] * len(b), "labels": list(b)} for b in blocks]
+def _check_streaming(legacy, training) -> None:
+    if training.max_steps <= 0:
+        raise ConfigError("--streaming needs --max_steps: a stream has no length to count epochs by")
+    if legacy.val_set_size and (legacy.val_set_size < 1 or legacy.val_set_size != int(legacy.val_set_size)):
+        raise ConfigError(f"--val_set_size {legacy.val_set_size}: with --streaming give a count of documents (the "
+                          "corpus's first ones are held out; a fraction needs the corpus size)")
+    check_resume(resolve_resume(training), training.ignore_data_skip)
+
+
+def training_data(files: list[Path], tokenizer, data_args: ClmDataArguments, legacy, training):
+    """(train dataset, held-out dataset or None, what run_info records): the cached blocks of utils/train_data.py, or
+    with ``--streaming`` an IterableDataset sharded over the ranks (sets ``dispatch_batches=False`` on ``training``)."""
+    block_size = data_args.block_size
+    if data_args.streaming:
+        training.accelerator_config.dispatch_batches = False  # each rank reads its own shards
+        train_ds, eval_ds, stream = streaming_blocks(
+            files, tokenizer, block_size, data_args.add_eos_token, legacy.val_set_size, training.seed,
+            training.world_size, data_args.shuffle_buffer, data_args.streaming_shard_mb << 20)
+        data = {"data_sha256": None, "data_bytes": sum(f.stat().st_size for f in files), "streaming": stream,
+                "documents": {"train": None, "eval": stream["eval_documents"]}, "train_tokens": None,
+                "train_blocks": None, "eval_blocks": stream["eval_blocks"]}
+        log(training, f"streaming {data['data_bytes']:,} bytes in {stream['shards']} shards, blocks of {block_size}, "
+                      f"shuffle buffer {data_args.shuffle_buffer}; held out: {stream['eval_documents']} documents, "
+                      f"{stream['eval_blocks']} blocks")
+    else:
+        data_sha256, digests = file_digests(files)
+        with training.main_process_first(desc="tokenise and pack"):
+            built = build_clm(files, digests, tokenizer, block_size, data_args.add_eos_token, legacy.val_set_size,
+                              training.seed, data_args)
+        train_ds, eval_ds, meta = built.train, built.eval, built.meta
+        if not meta["train_tokens"]:
+            raise DataError(f"{', '.join(map(str, files))}: no tokens to train on")
+        data = {"data_sha256": data_sha256, "data_cache": {"path": str(built.path), "reused": built.reused},
+                **{k: meta[k] for k in ("documents", "train_tokens", "train_blocks", "eval_blocks")}}
+        log(training, f"{meta['documents']['train']} documents -> {meta['train_tokens']:,} tokens -> "
+                      f"{meta['train_blocks']} blocks of {block_size}; held out: {meta['documents']['eval']} "
+                      f"documents, {meta['eval_blocks']} blocks; {'reused' if built.reused else 'built'} {built.path}")
+    return train_ds, eval_ds, data
 
 
 def main(model_args, lora_args, data_args, legacy, training) -> dict:
     files = expand_paths(data_args.data_path, DOC_SUFFIXES)
-    docs = [doc for f in files for doc in load_documents(f)]
-    train_docs, val_docs = split_holdout(docs, legacy.val_set_size, training.seed)
+    if data_args.streaming:
+        _check_streaming(legacy, training)
     prepared = prepare_model(model_args, lora_args, training)
     limit = getattr(prepared.model.config, "max_position_embeddings", None)
     if limit and data_args.block_size > limit:
         raise ConfigError(f"--block_size {data_args.block_size} exceeds the model's {limit} positions")
-    tokenizer = prepared.tokenizer
-    with training.main_process_first(desc="tokenise and pack"):
-        train_ids = tokenize_documents(tokenizer, train_docs, data_args.add_eos_token)
-        train_blocks = pack_blocks(train_ids, data_args.block_size)
-        val_blocks = pack_blocks(tokenize_documents(tokenizer, val_docs, data_args.add_eos_token),
-                                 data_args.block_size) if val_docs else []
-    if not train_blocks:
-        raise DataError(f"{', '.join(map(str, files))}: no tokens to train on")
-    train_tokens = sum(len(b) for b in train_blocks)
-    log(training, f"{len(train_docs)} documents -> {train_tokens:,} tokens -> {len(train_blocks)} blocks of "
-                  f"{data_args.block_size}; held out: {len(val_docs)} documents, {len(val_blocks)} blocks")
-    trainer = make_trainer(prepared, training, blocks_dataset(train_blocks),
-                           blocks_dataset(val_blocks) if val_blocks else None)
+    train_ds, eval_ds, data = training_data(files, prepared.tokenizer, data_args, legacy, training)
+    trainer = make_trainer(prepared, training, train_ds, eval_ds)
     info = {
         "stage": "clm",
         "base_model": str(Path(model_args.base_model).resolve()),
         "tokenizer": str(Path(prepared.tokenizer_dir).resolve()),
         "adapter": lora_args.lora_r > 0,
         "data_files": [str(f) for f in files],
-        "data_sha256": files_sha256(files),
-        "documents": {"train": len(train_docs), "eval": len(val_docs)},
+        **data,
         "block_size": data_args.block_size,
-        "train_tokens": train_tokens,
-        "train_blocks": len(train_blocks),
-        "eval_blocks": len(val_blocks),
         "args": args_record(model_args, lora_args, data_args, legacy, training),
     }
     return train_and_save(trainer, prepared, training, info)

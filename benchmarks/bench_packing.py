@@ -33,17 +33,19 @@ def main() -> None:
     from tiny_model import build_tiny_model
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
 
-    from utils.data import IGNORE_INDEX, load_documents, pack_blocks, tokenize_documents, truncate_documents
+    from utils.data import IGNORE_INDEX, load_documents, truncate_documents
     from utils.modeling import load_tokenizer
+    from utils.streaming import iter_blocks
+    from utils.train_data import document_ids
 
     torch.manual_seed(0)
     model_dir = build_tiny_model(Path(tempfile.mkdtemp(prefix="bench-packing-")))
     tokenizer = load_tokenizer(model_dir, padding_side="right")
     docs = [d for f in args.data for d in load_documents(f)]
-    per_doc = tokenize_documents(tokenizer, docs)
+    per_doc = document_ids(tokenizer, docs)
     total = sum(map(len, per_doc))
     datasets = {
-        "packed blocks": pack_blocks(per_doc, args.block_size),
+        "packed blocks": list(iter_blocks(per_doc, args.block_size)),
         "truncate-and-pad (original)": truncate_documents(per_doc, args.block_size),
     }
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, pad_to_multiple_of=8, label_pad_token_id=IGNORE_INDEX,

@@ -1,5 +1,8 @@
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HOME", str(ROOT / ".cache" / "huggingface"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Tokenised training data (train_clm/finetune) is cached per session, never in the checkout: a cache hit from an
+# earlier run must not hide a build bug.
+if "LAWGPT_DATASET_CACHE" not in os.environ:
+    os.environ["LAWGPT_DATASET_CACHE"] = tempfile.mkdtemp(prefix="lawgpt-datasets-")
+    atexit.register(shutil.rmtree, os.environ["LAWGPT_DATASET_CACHE"], True)
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,12 @@
-"""Tokenisation for training: SFT label masking (utils.data.sft_example) and packing into blocks."""
+"""Tokenisation for training: SFT label masking (utils.data.sft_example) and packing into blocks (the streaming
+packer; the cached path is tested against a reference in tests/test_train_data.py)."""
 
 import pytest
 
-from utils.data import IGNORE_INDEX, DataError, pack_blocks, sft_example, tokenize_documents, truncate_documents
+from utils.data import IGNORE_INDEX, sft_example, truncate_documents
 from utils.prompter import Prompter
+from utils.streaming import iter_blocks
+from utils.train_data import document_ids
 
 OUTPUT = "依据《中华人民共和国刑法》第二百六十四条，处三年以下有期徒刑、拘役或者管制。"
 
@@ -73,14 +76,12 @@ def test_multi_turn_history_answers_are_trained(tokenizer, prompter):
 
 def test_packing_keeps_every_token(tokenizer):
     docs = ["第一条 为了保护公民的合法权益，制定本法。" * 7, "第二条 本法适用于中华人民共和国领域内。", "第三条 附则。" * 30]
-    per_doc = tokenize_documents(tokenizer, docs)
+    per_doc = document_ids(tokenizer, docs)
     assert all(ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id for ids in per_doc)
     assert [tokenizer.decode(ids, skip_special_tokens=True) for ids in per_doc] == docs  # nothing truncated
-    blocks = pack_blocks(per_doc, 32)
+    blocks = list(iter_blocks(per_doc, 32))
     stream = [t for ids in per_doc for t in ids]
     assert [t for b in blocks for t in b] == stream
     assert all(len(b) == 32 for b in blocks[:-1]) and 0 < len(blocks[-1]) <= 32
     cut = truncate_documents(per_doc, 32)
     assert sum(map(len, cut)) < len(stream)  # the original's way loses the tails
-    with pytest.raises(DataError, match="block_size 1"):
-        pack_blocks(per_doc, 1)

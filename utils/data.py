@@ -9,14 +9,17 @@ Formats (``.json`` = one array of objects, ``.jsonl`` = one object per line):
 - inference questions: like instruction data with ``output`` optional (the reference answer).
 
 Nothing is skipped silently: the first bad record raises :class:`DataError` with ``file:line``.
+:func:`iter_records` / :func:`iter_documents` read a ``.jsonl`` file line by line (memory flat in the file's size;
+a byte range of it for a shard of a large corpus) with the same messages: a bad line deep in a 10 GB file is named.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,24 +80,109 @@ def _read_text(path: str | Path) -> str:
 def read_records(path: str | Path) -> list[Record]:
     """All objects of a ``.json`` array or ``.jsonl`` file, each with its line number."""
     path = str(path)
-    text = _read_text(path)
     if path.endswith(".jsonl"):
-        records = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(Record(path, number, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{number}: invalid JSON: {e.msg}") from e
-    elif path.endswith(".json"):
-        records = list(_iter_json_array(path, text))
+        return [Record(path, r.line, r.data) for r in _iter_jsonl(path, 0, None, None)]
+    if path.endswith(".json"):
+        records = list(_iter_json_array(path, _read_text(path)))
     else:
         raise DataError(f"{path}: unsupported extension (expected .json or .jsonl)")
     for record in records:
         if not isinstance(record.data, dict):
             raise DataError(f"{record.where}: expected a JSON object, got {type(record.data).__name__}")
     return records
+
+
+class _Lines:
+    """Line numbers in a part of a .jsonl file that starts at byte ``offset``: the newlines before it are counted
+    only when a message needs a line number (a shard in the middle of a large file never reads its prefix)."""
+
+    def __init__(self, path: str, offset: int):
+        self.path, self.offset, self.first = path, offset, 1 if offset == 0 else None
+
+    def line(self, index: int) -> int:
+        if self.first is None:
+            count, left = 0, self.offset
+            with open(self.path, "rb") as f:
+                while left > 0:
+                    chunk = f.read(min(left, 1 << 24))
+                    if not chunk:
+                        break
+                    count += chunk.count(b"\n")
+                    left -= len(chunk)
+            self.first = count + 1
+        return self.first + index
+
+
+class StreamRecord:
+    """A record of :func:`iter_records`: like :class:`Record`, with its line number worked out on demand."""
+
+    __slots__ = ("path", "data", "_lines", "_index")
+
+    def __init__(self, path: str, lines: _Lines, index: int, data):
+        self.path, self._lines, self._index, self.data = path, lines, index, data
+
+    @property
+    def line(self) -> int:
+        return self._lines.line(self._index)
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+def _iter_jsonl(path: str, start: int, end: int | None, progress: Callable[[int], None] | None):
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        if start:
+            f.seek(start - 1)
+            f.readline()  # the lines that begin at or after ``start`` are ours; a line begun before is the previous part's
+        pos = f.tell()
+        lines = _Lines(path, pos)
+        index = -1
+        while end is None or pos < end:
+            raw = f.readline()
+            if not raw:
+                break
+            index += 1
+            if pos == 0 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            pos = f.tell()
+            if progress:
+                progress(len(raw))
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lines.line(index)}: not UTF-8 text ({e.reason} at byte {e.start} of the line)") from e
+            if not text.strip():
+                continue
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lines.line(index)}: invalid JSON: {e.msg}") from e
+            record = StreamRecord(path, lines, index, data)
+            if not isinstance(data, dict):
+                raise DataError(f"{record.where}: expected a JSON object, got {type(data).__name__}")
+            yield record
+
+
+def iter_records(path: str | Path, start: int = 0, end: int | None = None,
+                 progress: Callable[[int], None] | None = None) -> Iterator[Record | StreamRecord]:
+    """The objects of a ``.jsonl`` file read line by line, or of a ``.json`` array (read whole: use .jsonl for big data).
+
+    ``start``/``end``: a byte range of a ``.jsonl`` file — the lines that begin inside it, so that consecutive ranges
+    read every line once. ``progress`` is called with the bytes consumed (a progress bar).
+    """
+    path = str(path)
+    if path.endswith(".jsonl"):
+        yield from _iter_jsonl(path, start, end, progress)
+        return
+    if start or end is not None:
+        raise ValueError(f"{path}: only a .jsonl file can be read in parts")
+    records = read_records(path)
+    if progress:
+        progress(Path(path).stat().st_size)
+    yield from records
 
 
 def _field(record: Record, key: str, required: bool, allow_empty: bool = False) -> str | None:
@@ -124,34 +212,48 @@ def _history(record: Record) -> list[tuple[str, str]]:
     return pairs
 
 
-def load_instruction_data(path: str | Path, require_output: bool = True) -> list[dict]:
-    """Alpaca-style records, validated: ``{instruction, input, output, history, where}``.
+def iter_instruction_data(path: str | Path, require_output: bool = True) -> Iterator[dict]:
+    """Alpaca-style records, validated, one at a time: ``{instruction, input, output, history, where}``.
 
     ``require_output=False`` reads inference questions, where ``output`` (a reference) is optional.
     """
-    items = []
-    for record in read_records(path):
-        items.append(
-            {
-                "instruction": _field(record, "instruction", required=True),
-                "input": _field(record, "input", required=False) or "",
-                "output": _field(record, "output", required=require_output),
-                "history": _history(record),
-                "where": record.where,
-            }
-        )
-    return items
+    for record in iter_records(path):
+        yield {
+            "instruction": _field(record, "instruction", required=True),
+            "input": _field(record, "input", required=False) or "",
+            "output": _field(record, "output", required=require_output),
+            "history": _history(record),
+            "where": record.where,
+        }
+
+
+def load_instruction_data(path: str | Path, require_output: bool = True) -> list[dict]:
+    """All of :func:`iter_instruction_data` as a list."""
+    return list(iter_instruction_data(path, require_output))
+
+
+def iter_documents(path: str | Path, start: int = 0, end: int | None = None,
+                   progress: Callable[[int], None] | None = None) -> Iterator[str]:
+    """Pretraining documents, one at a time: ``content`` of .json/.jsonl records (see :func:`iter_records` for
+    ``start``/``end``/``progress``), or a whole .txt/.md file."""
+    path = str(path)
+    if path.endswith((".txt", ".md")):
+        if start or end is not None:
+            raise ValueError(f"{path}: a text document cannot be read in parts")
+        text = _read_text(path)
+        if not text.strip():
+            raise DataError(f"{path}: empty document")
+        if progress:
+            progress(Path(path).stat().st_size)
+        yield text
+        return
+    for record in iter_records(path, start, end, progress):
+        yield _field(record, "content", required=True)
 
 
 def load_documents(path: str | Path) -> list[str]:
     """Pretraining documents: ``content`` records of .json/.jsonl, or a whole .txt/.md file."""
-    path = str(path)
-    if path.endswith((".txt", ".md")):
-        text = _read_text(path)
-        if not text.strip():
-            raise DataError(f"{path}: empty document")
-        return [text]
-    return [_field(record, "content", required=True) for record in read_records(path)]
+    return list(iter_documents(path))
 
 
 def expand_paths(paths: Iterable[str | Path], suffixes: tuple[str, ...]) -> list[Path]:
@@ -201,32 +303,9 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
 # ---------------------------------------------------------------- tokenisation for training
 
 
-def tokenize_documents(tokenizer, docs: list[str], add_eos: bool = True) -> list[list[int]]:
-    """Token ids of each whole document (never truncated), with the tokenizer's BOS and an EOS
-    appended so that documents stay separable once they are packed together."""
-    out = []
-    eos = tokenizer.eos_token_id
-    for ids in tokenizer(docs, add_special_tokens=True).input_ids:
-        if add_eos and (not ids or ids[-1] != eos):
-            ids = ids + [eos]
-        out.append(ids)
-    return out
-
-
-def pack_blocks(token_lists: Iterable[list[int]], block_size: int) -> list[list[int]]:
-    """Concatenate documents and cut the stream into ``block_size`` blocks (run_clm's group_texts).
-
-    Unlike group_texts the last, shorter block is kept: every token of the corpus is trained on.
-    """
-    if block_size < 2:
-        raise DataError(f"block_size {block_size}: must be at least 2")
-    stream = [t for ids in token_lists for t in ids]
-    return [stream[i:i + block_size] for i in range(0, len(stream), block_size)]
-
-
 def truncate_documents(token_lists: Iterable[list[int]], cutoff_len: int) -> list[list[int]]:
     """The original LaWGPT's pretraining data: each document cut at ``cutoff_len`` (the rest is lost).
-    Kept only as the baseline that benchmarks/bench_packing.py measures packing against."""
+    Kept only as the baseline that benchmarks/bench_packing.py measures packing (utils/train_data.py) against."""
     return [ids[:cutoff_len] for ids in token_lists]
 
 

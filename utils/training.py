@@ -213,14 +213,20 @@ def resolve_resume(training: TrainingArguments) -> str | None:
     raise ConfigError(f"--resume_from_checkpoint {value}: no checkpoint-* directory there")
 
 
+def holdout_indices(rows: int, val_set_size: float, seed: int) -> list[int]:
+    """The held-out rows of ``rows`` items, sorted: ``val_set_size`` of them (a count, or a fraction when < 1),
+    a seeded random choice. Raises ConfigError when it would hold out none or all."""
+    count = int(val_set_size) if val_set_size >= 1 else round(rows * val_set_size)
+    if not 0 < count < rows:
+        raise ConfigError(f"--val_set_size {val_set_size}: gives {count} of {rows} items; leave some to train on")
+    return sorted(random.Random(seed).sample(range(rows), count))
+
+
 def split_holdout(items: list, val_set_size: float, seed: int) -> tuple[list, list]:
     """Shuffle-free split: a seeded random choice of held-out items, the rest in their order."""
     if not val_set_size:
         return items, []
-    count = int(val_set_size) if val_set_size >= 1 else round(len(items) * val_set_size)
-    if not 0 < count < len(items):
-        raise ConfigError(f"--val_set_size {val_set_size}: gives {count} of {len(items)} items; leave some to train on")
-    held = set(random.Random(seed).sample(range(len(items)), count))
+    held = set(holdout_indices(len(items), val_set_size, seed))
     return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
 
 
