@@ -107,6 +107,19 @@ def test_model_shape_counts_matmul_weights_once(tiny_model_dir):
     assert gpu_check_worker.model_shape(lora) == {**shape, "lora": True}
 
 
+def test_embedding_rows_of_a_partitioned_model(tiny_model_dir):
+    """ZeRO-3 (clm_zero3_lora) loads the model partitioned: each weight's data is an empty placeholder, as here.
+    The vocabulary check must still see the real rows, or the embeddings would be "grown" from 0."""
+    from transformers import AutoModelForCausalLM
+
+    from utils.modeling import embedding_rows
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    rows = model.config.vocab_size
+    model.get_input_embeddings().weight.data = torch.empty(0)
+    assert embedding_rows(model) == rows
+
+
 # ---------------------------------------------------------------- records -> rows -> table
 
 WARMUP = 2

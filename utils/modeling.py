@@ -132,7 +132,10 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False, padding_si
 
 
 def embedding_rows(model) -> int:
-    return model.get_input_embeddings().weight.shape[0]
+    """Rows of the input embedding (token ids it can embed). From ``num_embeddings``, not the weight's shape: under
+    DeepSpeed ZeRO-3 the model is loaded partitioned and every weight is an empty placeholder (shape [0])."""
+    embeddings = model.get_input_embeddings()
+    return getattr(embeddings, "num_embeddings", None) or embeddings.weight.shape[0]
 
 
 def check_vocab(model, tokenizer, where: str) -> None:
