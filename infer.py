@@ -8,8 +8,9 @@
 Batch mode: ``--infer_data_path`` is a .json array or .jsonl of {instruction, input, output
 (reference, optional), history (optional)}. Every line is validated (file:line errors) and every
 prompt length-checked before the first token is generated. Answers go to ``--output_path`` (JSONL:
-instruction, input, reference, answer, timing), appended and flushed one by one; running the same
-command again after a crash skips the answers already there. A summary is printed at the end.
+instruction, input, reference, answer, finish_reason, answer_ids = the generated token ids, timing), appended
+and flushed one by one; running the same command again after a crash skips the answers already there. A
+summary is printed at the end; ``benchmarks/bench_answers.py`` rates the file (ending, loops, citations).
 
 Interactive mode (no, a missing or an empty data file): type a question; the answer streams.
 Multi-turn: earlier turns are part of the prompt (oldest dropped when the context is full).
@@ -130,7 +131,7 @@ def run_batch(engine: Engine, items: list[dict], output_path: str, params: Gener
                 i = todo[j]
                 item = items[i]
                 record = {"key": keys[i], "index": i, "instruction": item["instruction"], "input": item["input"],
-                          "reference": item["output"], "answer": gen.text, "finish_reason": gen.finish_reason,
+                          "reference": item["output"], "answer": gen.text, "finish_reason": gen.finish_reason, "answer_ids": gen.ids,
                           "timing": {"batch_seconds": round(gen.seconds, 3), "batch_size": len(batch),
                                      "prompt_tokens": gen.prompt_tokens, "new_tokens": gen.new_tokens},
                           "run_id": run_id}

@@ -24,7 +24,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from utils.stopping import StopOnEvent, StopOnText, held_back
 
@@ -50,6 +50,7 @@ class Generation:
     new_tokens: int
     finish_reason: str  # "eos" | "stop" (a stop marker) | "length" | "stopped" (cancelled)
     seconds: float  # from the start of the batch it ran in to the end of this answer
+    ids: list[int] = field(default_factory=list)  # the generated token ids (EOS excluded; a stop marker's included)
 
 
 class Request:
@@ -148,7 +149,7 @@ class _Row:
         if answer != self.shown:
             self.request._emit("text", answer)
         seconds = time.perf_counter() - self.started
-        self.request._emit("done", Generation(answer, len(self.request.ids), new_tokens, reason, seconds))
+        self.request._emit("done", Generation(answer, len(self.request.ids), new_tokens, reason, seconds, list(self.new)))
 
 
 class RowProcessor:
