@@ -322,7 +322,7 @@ def main(
     gpus = gpus or torch.cuda.device_count()
     name = torch.cuda.get_device_name(0)
     peak = gpu_peak(name, peak_tflops)
-    half = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    half = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"  # V100: fp16 (emulated bf16)
     data = prepare_data(out / "data")
     rows, ok_paths = [], set()
     for path in (BY_NAME[n] for n in chosen):

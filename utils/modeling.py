@@ -75,7 +75,8 @@ def pick_dtype(device: str, dtype: str = "auto"):
             raise ModelLoadError(f"--dtype {dtype}: choose one of auto, {', '.join(sorted(set(DTYPES)))}")
         return getattr(torch, DTYPES[dtype])
     if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # Hardware bf16 only (Ampere and later): torch counts V100's emulated bf16 as supported, and it is slow there.
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     if device == "mps":
         return torch.float16
     return torch.float32
