@@ -259,3 +259,47 @@ def test_streaming_under_torchrun_each_block_once_per_pass(tiny_model_dir, token
         assert sorted(got) == want  # every block once per pass across the ranks, none twice
         assert ranks[0][epoch] and ranks[1][epoch]
     assert ranks[0][0] != ranks[0][1]  # reshuffled each pass
+
+
+def _train_clm(tiny_model_dir, files, out, *extra):
+    import train_clm
+
+    argv = ["--base_model", tiny_model_dir, "--data_path", *files, "--output_dir", out, "--block_size", 64,
+            "--batch_size", 4, "--micro_batch_size", 2, "--lora_r", 4, "--lora_dropout", 0.1, "--learning_rate", 5e-3,
+            "--report_to", "none", "--seed", 7, "--streaming", "True", "--shuffle_buffer", 50, *extra]
+    return train_clm.main(*train_clm.parse([str(a) for a in argv]))
+
+
+def test_streaming_resume_continues_the_same_stream(tiny_model_dir, corpus, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from utils.modeling import read_run_info
+
+    args = ["--max_steps", 4, "--save_steps", 2, "--val_set_size", 20]
+    _train_clm(tiny_model_dir, corpus, tmp_path / "a", *args)
+    info = read_run_info(tmp_path / "a")
+    assert info["streaming"]["eval_documents"] == 20 and info["data_sha256"] is None
+    _train_clm(tiny_model_dir, corpus, tmp_path / "b", *args, "--resume_from_checkpoint", tmp_path / "a" / "checkpoint-2")
+    full, resumed = (load_file(str(tmp_path / d / "adapter_model.safetensors")) for d in "ab")
+    start = load_file(str(tmp_path / "a" / "checkpoint-2" / "adapter_model.safetensors"))
+    assert any(not torch.allclose(full[k], start[k]) for k in full)
+    for key in full:  # the resumed run skipped exactly the blocks of steps 1-2 and trained on those of 3-4
+        torch.testing.assert_close(resumed[key], full[key], rtol=1e-5, atol=1e-6)
+
+
+def test_streaming_resume_after_a_whole_pass_is_refused(tiny_model_dir, corpus, tmp_path):
+    from utils.training import ConfigError
+
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(corpus[0].read_text(encoding="utf-8").splitlines(keepends=True)[:4]), encoding="utf-8")
+    _train_clm(tiny_model_dir, [small], tmp_path / "a", "--max_steps", 6, "--save_steps", 5)
+    state = json.loads((tmp_path / "a" / "checkpoint-5" / "trainer_state.json").read_text(encoding="utf-8"))
+    assert state["epoch"] >= 1  # the stream ran out before step 5
+    checkpoint = tmp_path / "a" / "checkpoint-5"
+    with pytest.raises(ConfigError, match="--ignore_data_skip True"):
+        _train_clm(tiny_model_dir, [small], tmp_path / "b", "--max_steps", 6, "--resume_from_checkpoint", checkpoint)
+    _train_clm(tiny_model_dir, [small], tmp_path / "b", "--max_steps", 6, "--resume_from_checkpoint", checkpoint,
+               "--ignore_data_skip", "True")
+    with pytest.raises(ConfigError, match="--streaming needs --max_steps"):
+        _train_clm(tiny_model_dir, [small], tmp_path / "c")

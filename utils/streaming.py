@@ -118,8 +118,13 @@ def shard_blocks(shards: list[list[Piece]], tokenizer, block_size: int, add_eos:
     tokenizer = resolve(tokenizer)
     for shard in shards:
         for block in iter_blocks(_shard_token_lists(shard, tokenizer, add_eos), block_size):
-            ids = np.asarray(block, dtype=np.int32)  # 4 bytes a token in the shuffle buffer, not a list's ~36
-            yield {"input_ids": ids, "attention_mask": np.ones_like(ids), "labels": ids}
+            yield {"input_ids": np.asarray(block, dtype=np.int32)}  # 4 bytes a token in the shuffle buffer, not ~36
+
+
+def training_example(row: dict) -> dict:
+    """A block as the collator takes it (after the shuffle buffer): lists, every token a label."""
+    ids = row["input_ids"].tolist() if hasattr(row["input_ids"], "tolist") else list(row["input_ids"])
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
 
 
 def streaming_blocks(files: list[Path], tokenizer, block_size: int, add_eos: bool, val_set_size: float, seed: int,
@@ -133,6 +138,7 @@ def streaming_blocks(files: list[Path], tokenizer, block_size: int, add_eos: boo
         "shards": shards, "tokenizer": Shared(tokenizer), "block_size": block_size, "add_eos": add_eos})
     if shuffle_buffer:
         train = train.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    train = train.map(training_example)
     evals = None
     if held:
         blocks = list(iter_blocks(document_ids(tokenizer, held, add_eos), block_size))
