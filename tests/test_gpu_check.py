@@ -120,6 +120,26 @@ def test_embedding_rows_of_a_partitioned_model(tiny_model_dir):
     assert embedding_rows(model) == rows
 
 
+def test_random_model_loads_like_a_base_model(tmp_path):
+    """--random_model's builder, in a small shape: the project's loader and engine take it as any base model."""
+    from utils.engine import Engine, GenerationParams
+
+    shape = {**gpu_check_worker.RANDOM_SHAPES["llama-1b"], "hidden_size": 64, "intermediate_size": 128,
+             "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 3000}
+    records = tmp_path / "r.jsonl"
+    gpu_check_worker.random_model(gpu_check_worker.Records(str(records)), str(tmp_path / "m"), shape,
+                                  tokenizer_vocab=2000, documents=1500)
+    assert gpu_check.read_records(records)[0]["text"].endswith("tokenizer of 2000 pieces")
+    engine = Engine.from_pretrained(str(tmp_path / "m"), dtype="float32")
+    try:
+        assert engine.model.config.vocab_size == 3000 and len(engine.tokenizer) == 2000
+        assert engine.tokenizer("盗窃罪").input_ids[0] == engine.tokenizer.bos_token_id
+        assert engine.generate([engine.prompt("盗窃罪怎么判？")], GenerationParams(max_new_tokens=4,
+                                                                               ignore_eos=True))[0].new_tokens == 4
+    finally:
+        engine.close()
+
+
 # ---------------------------------------------------------------- records -> rows -> table
 
 WARMUP = 2

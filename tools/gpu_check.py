@@ -34,6 +34,7 @@ import fire
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tools.gpu_check_worker import RANDOM_SHAPES  # noqa: E402
 from utils.flops import GpuPeak, gpu_peak, mfu, step_stats, train_flops_per_token  # noqa: E402
 
 DEMO_MODEL = ROOT / "models" / "base_models" / "gemma-3-270m"
@@ -265,6 +266,20 @@ def run_worker(cmd: list[str], env: dict, log: Path, timeout_s: float) -> int | 
                     proc.wait()
 
 
+def build_random_model(out: Path, shape: str, timeout_s: float) -> Path:
+    """The worker's random_model in its own process (it initialises on the GPU): ``out/model``."""
+    records, log = out / "random_model.records.jsonl", out / "random_model.log"
+    print(f"[gpu_check] building a random-weight {shape} model", file=sys.stderr, flush=True)
+    returncode = run_worker([sys.executable, str(WORKER), str(records), "random_model", str(out / "model"), shape],
+                            {**os.environ, "PYTHONUNBUFFERED": "1"}, log, timeout_s)
+    if returncode != 0:
+        errors = [r["message"] for r in read_records(records) if r["kind"] == "error"]
+        reason = errors[-1] if errors else f"timed out after {timeout_s:.0f} s" if returncode is None else \
+            _last_error_line(log.read_text(encoding="utf-8", errors="replace"))
+        raise GpuCheckError(f"--random_model {shape}: {reason} (log: {log})")
+    return out / "model"
+
+
 def _fresh_output_dir(out: Path) -> None:
     # Only a directory this tool made (or an empty one) is cleared: --output_dir outputs must not wipe outputs/.
     if out.exists() and any(out.iterdir()):
@@ -285,6 +300,7 @@ def main(
     timeout_s: int = 240,
     budget_s: int = 480,
     peak_tflops: float | None = None,
+    random_model: str | None = None,
     list_paths: bool = False,
 ) -> int:
     """Run the GPU paths and print one table; exit status 0 when every path is ok, 1 otherwise.
@@ -298,6 +314,8 @@ def main(
         timeout_s: limit for one path (seconds).
         budget_s: the whole check's limit (seconds): a path gets at most what is left; none starts with < 30 s.
         peak_tflops: the GPU's dense 16-bit peak (TFLOP/s), for a GPU not in utils/flops.py's table.
+        random_model: instead of --model, build one with random weights in a real model's shape (llama-1b,
+            llama-7b; a statute-trained tokenizer) under output_dir/model — for a machine without a model.
         list_paths: print the paths and what each runs, and exit.
     """
     if list_paths:
@@ -311,10 +329,14 @@ def main(
         raise GpuCheckError(f"--paths: unknown {unknown}; choose from {', '.join(BY_NAME)} or all")
     if not 1 <= warmup < steps:
         raise GpuCheckError(f"--steps {steps} --warmup {warmup}: need 1 <= warmup < steps (timing starts after warmup)")
+    if random_model is not None and (model is not None or random_model not in RANDOM_SHAPES):
+        raise GpuCheckError(f"--random_model {random_model}: give one of {', '.join(RANDOM_SHAPES)}, and no --model")
     out = Path(output_dir)
     _fresh_output_dir(out)
     model_dir = Path(model) if model else DEMO_MODEL
-    if model is None and not model_dir.is_dir():
+    if random_model is not None:
+        model_dir = build_random_model(out, random_model, min(timeout_s, budget_s - (time.monotonic() - started)))
+    elif model is None and not model_dir.is_dir():
         if subprocess.run([sys.executable, str(ROOT / "tools" / "fetch_demo_model.py")]).returncode != 0:
             raise GpuCheckError("tools/fetch_demo_model.py failed (see above): pass --model DIR instead")
     if not model_dir.is_dir():

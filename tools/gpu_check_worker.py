@@ -5,6 +5,7 @@
     python tools/gpu_check_worker.py RECORDS merge ADAPTER OUTPUT_DIR [--load_4bit]
     python tools/gpu_check_worker.py RECORDS generate MODEL_DIR DTYPE [PROMPTS [MAX_NEW_TOKENS [BATCH]]]
     python tools/gpu_check_worker.py RECORDS api MODEL_DIR DTYPE [CLIENTS [REQUESTS_EACH [MAX_TOKENS]]]
+    python tools/gpu_check_worker.py RECORDS random_model OUTPUT_DIR SHAPE        (llama-1b, llama-7b)
 
 The training scripts run unchanged: a Trainer callback (added to transformers' default callbacks in this process
 only) records the model's shape once and, after every optimizer step, the time and the tokens and samples seen
@@ -114,6 +115,51 @@ def merge(records: Records, adapter: str, output_dir: str, load_4bit: bool = Fal
         records.write("note", text=f"vs the 4-bit model it trained as: {diff:.2g} (logits up to {scale:.3g})")
 
 
+# Random-weight models in the shapes of real ones, for a machine that has no model to check with (the project's lent
+# GPU machines reach no model hub): throughput, memory and MFU depend on the shape, not on the weights.
+RANDOM_SHAPES = {
+    "llama-1b": {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
+                 "num_key_value_heads": 4, "vocab_size": 32000},  # TinyLlama-1.1B's shape
+    "llama-7b": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+                 "num_key_value_heads": 32, "vocab_size": 32000},  # LLaMA-7B's shape (the original LaWGPT's base)
+}
+
+
+def random_model(records: Records, out_dir: str, shape: str | dict, tokenizer_vocab: int = 8000,
+                 documents: int | None = None) -> None:
+    """A LlamaForCausalLM of ``shape`` (a RANDOM_SHAPES name or LlamaConfig fields) with random bf16 weights and a
+    LLaMA-style sentencepiece tokenizer of ``tokenizer_vocab`` pieces trained on the statutes (the first
+    ``documents`` current articles; all by default), saved into ``out_dir`` like any base model. The model keeps
+    its shape's vocabulary rows (more than the tokenizer uses: nothing is resized)."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaTokenizer
+
+    from utils.statutes import StatuteStore
+    from utils.vocab import train_sentencepiece
+
+    fields = RANDOM_SHAPES[shape] if isinstance(shape, str) else shape
+    out = Path(out_dir)
+    work = out / "sentencepiece"
+    work.mkdir(parents=True, exist_ok=True)
+    texts = [a.text for a in StatuteStore.load().current_articles()[:documents]]
+    train_sentencepiece(texts, work / "tokenizer", tokenizer_vocab)
+    tokenizer = LlamaTokenizer.from_pretrained(str(work), add_bos_token=True, add_eos_token=False)
+    tokenizer.save_pretrained(str(out))
+    shutil.copy(work / "tokenizer.model", out / "tokenizer.model")
+    shutil.rmtree(work)
+    config = LlamaConfig(**fields, max_position_embeddings=4096, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # initialising 7B on CPU takes minutes
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(str(out))
+    count = sum(p.numel() for p in model.parameters())
+    records.write("note", text=f"random weights in the shape {shape if isinstance(shape, str) else 'given'}: "
+                               f"{count / 1e9:.2f}B parameters, tokenizer of {len(tokenizer)} pieces")
+
+
 def questions(count: int) -> list[str]:
     from utils.data import load_instruction_data
 
@@ -206,8 +252,10 @@ def main(argv: list[str]) -> int:
             generate(records, rest[0], rest[1], *map(int, rest[2:]))
         elif mode == "api":
             api(records, rest[0], rest[1], *map(int, rest[2:]))
+        elif mode == "random_model":
+            random_model(records, rest[0], rest[1])
         else:
-            raise ValueError(f"unknown mode {mode!r}: train_clm, finetune, merge, generate, api")
+            raise ValueError(f"unknown mode {mode!r}: train_clm, finetune, merge, generate, api, random_model")
     except Exception as e:  # any failure is the row's reason (a worker reports, never hides); traceback on stderr
         import traceback
 
