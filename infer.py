@@ -226,6 +226,7 @@ def main(
     num_beams: int = 1,
     repetition_penalty: float = 1.1,
     no_repeat_ngram_size: int = 0,
+    penalize_prompt: bool = False,
     do_sample: bool | None = None,
     seed: int | None = None,
     rag: bool = False,
@@ -253,6 +254,8 @@ def main(
         num_beams: beam search width (1 = off).
         repetition_penalty: > 1 discourages repeating tokens (1.0 = off).
         no_repeat_ngram_size: forbid repeating any n-gram of this size (0 = off; try 6-10 for a looping model).
+        penalize_prompt: the two repetition controls count the prompt's tokens too (transformers' way); by
+            default they count the answer's own tokens only, so an answer may quote the --rag articles.
         do_sample: force sampling on/off (default: on when temperature > 0).
         seed: random seed for sampling.
         rag: retrieve statutes for each question, put them in the prompt, and record the articles and the
@@ -266,7 +269,8 @@ def main(
         raise ValueError(f"--batch_size {batch_size} must be >= 1")
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                               num_beams=num_beams, repetition_penalty=repetition_penalty,
-                              no_repeat_ngram_size=no_repeat_ngram_size, do_sample=do_sample, seed=seed)
+                              no_repeat_ngram_size=no_repeat_ngram_size, penalize_prompt=penalize_prompt,
+                              do_sample=do_sample, seed=seed)
     items, why = read_questions(infer_data_path)  # data errors surface before the (slow) model load
     rag_hook = RagHook(rag_top_k, rag_retriever) if rag else None
     output = output_path or str(ROOT / "outputs" / "infer" / f"{Path(infer_data_path).stem}.jsonl")

@@ -194,3 +194,18 @@ def test_a_request_cancelled_while_waiting_never_runs(tiny_model_dir):
     assert waiting.wait(30).finish_reason == "stopped" and waiting.result.new_tokens == 0
     assert running.wait(30).finish_reason == "stopped" and running.result.new_tokens < 300
     engine.close()
+
+
+
+@pytest.mark.parametrize("penalize_prompt, banned", [(False, {7}), (True, {3, 4, 7})])
+def test_repetition_controls_count_the_answer_only_unless_told(penalize_prompt, banned):
+    """--rag answers must be able to quote the prompt's articles: by default the n-gram ban (and the penalty) see
+    only the answer's own tokens; penalize_prompt=True counts the prompt too (transformers' way)."""
+    from utils.batching import Request, RowProcessor, _Row
+
+    params = GREEDY.replace(no_repeat_ngram_size=1, repetition_penalty=1.0, penalize_prompt=penalize_prompt)
+    row = _Row(Request([3, 4], params, ()), tokenizer=None, eos_ids=set(), started=0.0)
+    row.new = [7]
+    input_ids = torch.tensor([[0, 3, 4, 7]])  # one pad, a 2-token prompt (width 3), one generated token
+    scores = RowProcessor([row], width=3, eos_ids=[])(input_ids, torch.zeros(1, 10))
+    assert {i for i in range(10) if scores[0, i] == -float("inf")} == banned

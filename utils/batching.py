@@ -192,8 +192,9 @@ class RowProcessor:
             chain, warpers = self.chains[i]
             seen = input_ids[i:i + 1, self.width - len(row.request.ids):]  # the row's own tokens, no padding
             s = scores[i:i + 1]
+            counted = seen if row.params.penalize_prompt else input_ids[i:i + 1, self.width:]  # answer only
             for proc in chain:
-                s = proc(seen, s)
+                s = proc(counted, s)
             if row.params.ignore_eos or len(row.new) < row.params.min_new_tokens:
                 s = s.clone()
                 s[:, self.eos_ids] = -float("inf")

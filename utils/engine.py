@@ -50,6 +50,10 @@ class GenerationParams:
     against the loops untuned small models fall into; ``no_repeat_ngram_size`` is off by default
     because legal text legitimately repeats long names (中华人民共和国…法) — raise it for a looping model.
     ``stop=None`` uses the template's next-turn markers; ``[]`` disables string stopping.
+    Both repetition controls count the answer's own tokens only (as OpenAI's penalties do): counted over the
+    prompt too (``penalize_prompt=True``, transformers' way), they forbid quoting the retrieved articles of
+    ``--rag`` — every citation and legal word in the prompt is penalised or, as an n-gram, banned. Beam search
+    (``num_beams > 1``) runs transformers' own processors, which always count the prompt.
     """
 
     max_new_tokens: int = 256
@@ -62,6 +66,7 @@ class GenerationParams:
     no_repeat_ngram_size: int = 0
     do_sample: bool | None = None
     seed: int | None = None
+    penalize_prompt: bool = False  # repetition controls also count the prompt's tokens (see above)
     ignore_eos: bool = False  # never end on EOS: generate exactly max_new_tokens (unless a stop marker hits)
     stop: tuple[str, ...] | None = None
 
