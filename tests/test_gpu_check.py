@@ -45,6 +45,12 @@ def test_without_cuda_one_line_and_nonzero_exit(entry, tmp_path):
     assert not out.exists()  # stopped before fetching a model or writing anything
 
 
+def test_help_without_cuda():
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--help"], cwd=ROOT, timeout=120,
+                          capture_output=True, text=True, env={**os.environ, "PAGER": "cat"})
+    assert proc.returncode == 0 and "--random_model" in proc.stdout and "--budget_s" in proc.stdout, proc.stderr
+
+
 def test_list_paths(capsys):
     assert gpu_check.main(list_paths=True) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == list(gpu_check.BY_NAME)

@@ -308,7 +308,8 @@ def main(
     Args:
         model: local model directory (default: the demo model, fetched into models/base_models/ when missing).
         paths: comma-separated path names, or all (see --list_paths).
-        steps: optimizer steps per training path. warmup: steps left out of the timing (>= 1, < steps).
+        steps: optimizer steps per training path.
+        warmup: steps left out of the timing (>= 1, < steps): start-up, allocation, kernel selection.
         gpus: processes for the DeepSpeed/FSDP paths (default: every visible GPU).
         output_dir: where outputs, records, logs, gpu_check.md and gpu_check.json go (cleared on each run).
         timeout_s: limit for one path (seconds).
