@@ -2,6 +2,7 @@
 
     bash scripts/gpu_check.sh                                   # the demo model (fetched when missing), all GPUs
     python tools/gpu_check.py --model models/base_models/my-7b --paths clm_bf16_lora,sft_qlora_4bit
+    python tools/gpu_check.py --random_model llama-7b           # no model at hand: random weights, LLaMA-7B's shape
     python tools/gpu_check.py --list_paths                      # the paths and what each runs
 
 Each path runs the project's own scripts (tools/gpu_check_worker.py around train_clm.py, finetune.py,
@@ -12,8 +13,9 @@ per path: ok or failed with a one-line reason, s/step and tokens/s after ``--war
 formula and the datasheet figure used; ``--peak_tflops`` for a GPU not in its table). It is written to
 ``--output_dir`` as gpu_check.md and gpu_check.json with the GPU, the library versions and every record.
 
-About 4-6 minutes on one modern GPU with the demo model (most of it process start-up), bounded by ``--budget_s``.
-Without CUDA it stops at once with one line on stderr and exit status 1.
+Meant to take about 5 minutes on one modern GPU with the demo model, most of it process start-up (not measured yet:
+no GPU so far); never more than ``--budget_s`` (480 s), as each path gets at most the time left. Without CUDA it
+stops at once with one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
