@@ -321,3 +321,30 @@ def test_worker_runs_the_cpu_paths_and_its_records_make_rows(tiny_model_dir, tmp
         row = gpu_check.summarise(gpu_check.BY_NAME["infer_batched" if mode == "generate" else "api_load"], got, 0,
                                   "", PEAK, timed_after)
         assert row.ok and row.tokens_per_s == pytest.approx(generated["tokens"] / generated["seconds"])
+
+
+@pytest.mark.slow
+def test_worker_under_torchrun_counts_every_process(tiny_model_dir, tmp_path):
+    """clm_fsdp_full's launcher and line on 2 CPU processes, --fsdp left out (accelerate shards only on GPUs; FSDP
+    on CPU is tests/test_fsdp.py's): rank 0 alone writes, once per step, and the tokens are both processes'."""
+    data = gpu_check.prepare_data(tmp_path / "data", documents=300, questions=8)
+    path = gpu_check.BY_NAME["clm_fsdp_full"]
+    launcher = gpu_check.path_command(path, tmp_path / "unused", tmp_path, str(tiny_model_dir), data, 4, None,
+                                      "float32", 2)
+    launcher = launcher[:launcher.index(str(gpu_check.WORKER))]
+    script, argv = gpu_check.train_argv(path, str(tiny_model_dir), data, tmp_path / "out", 4, None, batch=2, seq_len=64)
+    at = argv.index("--fsdp")
+    argv = argv[:at] + argv[at + 3:]  # --fsdp --fsdp_config scripts/fsdp.json
+    records = tmp_path / "records.jsonl"
+    proc = subprocess.run([*launcher, str(gpu_check.WORKER), str(records), script, *argv], cwd=ROOT, timeout=600,
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = gpu_check.read_records(records)
+    assert [r["step"] for r in got if r["kind"] == "step"] == [1, 2, 3, 4]
+    model_record = next(r for r in got if r["kind"] == "model")
+    assert model_record["world_size"] == 2 and not model_record["lora"]
+    stats = step_stats([r for r in got if r["kind"] == "step"], 2)
+    assert stats.samples_per_step == 4 and stats.tokens_per_sample == 64  # 2 processes x 2 blocks of 64 tokens
+    row = gpu_check.summarise(path, got, 0, "", PEAK, 2)
+    flops = train_flops_per_token(model_record["matmul_params"], 2, 64, 64, False)
+    assert row.mfu == pytest.approx(stats.tokens_per_s * flops / (2 * 1e14))  # over both devices' peak
