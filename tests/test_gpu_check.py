@@ -324,25 +324,39 @@ def test_worker_runs_the_cpu_paths_and_its_records_make_rows(tiny_model_dir, tmp
 
 
 @pytest.mark.slow
-def test_worker_under_torchrun_counts_every_process(tiny_model_dir, tmp_path):
-    """clm_fsdp_full's launcher and line on 2 CPU processes, --fsdp left out (accelerate shards only on GPUs; FSDP
-    on CPU is tests/test_fsdp.py's): rank 0 alone writes, once per step, and the tokens are both processes'."""
+def test_worker_under_torchrun_with_fsdp(tiny_model_dir, tmp_path):
+    """clm_fsdp_full's launcher and line on 2 CPU processes, --fsdp included: the worker runs behind
+    tests/fsdp_cpu.py's gate (accelerate enables FSDP only on GPUs; see there). Rank 0 alone writes, once per step,
+    the tokens are both processes', and the run really was FSDP."""
     data = gpu_check.prepare_data(tmp_path / "data", documents=300, questions=8)
     path = gpu_check.BY_NAME["clm_fsdp_full"]
     launcher = gpu_check.path_command(path, tmp_path / "unused", tmp_path, str(tiny_model_dir), data, 4, None,
                                       "float32", 2)
     launcher = launcher[:launcher.index(str(gpu_check.WORKER))]
     script, argv = gpu_check.train_argv(path, str(tiny_model_dir), data, tmp_path / "out", 4, None, batch=2, seq_len=64)
-    at = argv.index("--fsdp")
-    argv = argv[:at] + argv[at + 3:]  # --fsdp --fsdp_config scripts/fsdp.json
+    assert argv[argv.index("--fsdp") + 1:argv.index("--fsdp") + 3] == ["--fsdp_config", str(ROOT / "scripts" /
+                                                                                           "fsdp.json")]
+    driver = tmp_path / "worker_behind_gate.py"
+    driver.write_text(f"""import sys
+sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}, {str(ROOT / "tools")!r}]
+from fsdp_cpu import GATE, install_cpu_fsdp_gate
+import gpu_check_worker
+install_cpu_fsdp_gate()
+GATE["open"] = True
+sys.exit(gpu_check_worker.main(sys.argv[1:]))
+""", encoding="utf-8")
     records = tmp_path / "records.jsonl"
-    proc = subprocess.run([*launcher, str(gpu_check.WORKER), str(records), script, *argv], cwd=ROOT, timeout=600,
+    proc = subprocess.run([*launcher, str(driver), str(records), script, *argv], cwd=ROOT, timeout=600,
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "run_info.json").read_text(encoding="utf-8"))["distributed"] == "FSDP"
     got = gpu_check.read_records(records)
     assert [r["step"] for r in got if r["kind"] == "step"] == [1, 2, 3, 4]
     model_record = next(r for r in got if r["kind"] == "model")
     assert model_record["world_size"] == 2 and not model_record["lora"]
+    c = json.loads((tiny_model_dir / "config.json").read_text(encoding="utf-8"))  # sharded, the shapes stay whole
+    assert model_record["matmul_params"] == c["num_hidden_layers"] * (
+        4 * c["hidden_size"] ** 2 + 3 * c["hidden_size"] * c["intermediate_size"]) + c["hidden_size"] * c["vocab_size"]
     stats = step_stats([r for r in got if r["kind"] == "step"], 2)
     assert stats.samples_per_step == 4 and stats.tokens_per_sample == 64  # 2 processes x 2 blocks of 64 tokens
     row = gpu_check.summarise(path, got, 0, "", PEAK, 2)
