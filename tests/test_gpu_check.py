@@ -3,6 +3,7 @@ the refusal line, the table from step records, the MFU arithmetic against a hand
 line against the real scripts' parsers, and (slow) the worker itself running the CPU-capable paths on the tiny
 model, its records turned into rows."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -242,14 +243,18 @@ def test_training_command_lines_are_accepted_by_the_scripts(tmp_path):
                                    else module.ClmDataArguments, LegacyArguments, LawTrainingArguments))
         _, unknown = parser.parse_known_args(argv)
         assert unknown == [], (name, unknown)
-        if "--deepspeed" in argv:
-            # TrainingArguments imports deepspeed when --deepspeed is set (not installed on CPU machines): parse the
-            # rest and check the config it names
+        stage = {"clm_zero2_full": 2, "clm_zero3_lora": 3}.get(name)
+        if stage and importlib.util.find_spec("deepspeed") is None:
+            # TrainingArguments imports deepspeed when --deepspeed is set (requirements-gpu.txt, not on CPU
+            # machines): check the config it names and parse the rest
             at = argv.index("--deepspeed")
             config = json.loads(Path(argv[at + 1]).read_text(encoding="utf-8"))
-            assert config["zero_optimization"]["stage"] == {"clm_zero2_full": 2, "clm_zero3_lora": 3}[name]
+            assert config["zero_optimization"]["stage"] == stage
             argv = argv[:at] + argv[at + 2:]
+            stage = None
         model, lora, data, legacy, training = module.parse(argv)
+        if stage:  # deepspeed installed: the Trainer's DeepSpeed config is built from the file
+            assert training.hf_deepspeed_config.is_zero3() == (stage == 3), name
         assert training.max_steps == 10 and training.bf16 and training.save_strategy == "no", name
         assert (lora.lora_r == 0) == name.endswith("_full"), name
         assert (model.load_4bit, model.load_8bit) == (name == "sft_qlora_4bit", name == "sft_lora_8bit"), name
