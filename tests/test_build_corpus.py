@@ -85,6 +85,24 @@ def test_judgments_normalised_deduplicated_split(tmp_path, capsys):
     assert "3 records read, 1 duplicates dropped, 1 split" in capsys.readouterr().out
 
 
+def test_judgments_across_many_files_dedup_and_a_bad_line_deep_in_one(tmp_path, capsys):
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    cases = [f"（2020）京01刑初{i}号 被告人王某{i}盗窃一案，经审理查明……" for i in range(3000)]
+    for k in range(3):  # each file repeats a third of the previous one's cases
+        lines = cases[k * 1000:(k + 1) * 1000] + cases[max(0, k - 1) * 1000:max(0, k - 1) * 1000 + 300 * (k > 0)]
+        (folder / f"part{k}.jsonl").write_text("".join(json.dumps({"content": c}, ensure_ascii=False) + "\n"
+                                                       for c in lines), encoding="utf-8")
+    main(parse_args(["--output_dir", str(tmp_path / "out"), "--no_statutes", "--judgments", str(folder)]))
+    assert _read(tmp_path / "out" / "judgments.jsonl") == cases
+    out = capsys.readouterr()
+    assert "3600 records read, 600 duplicates dropped, 0 split" in out.out and "judgments" in out.err  # progress bar
+    with open(folder / "part1.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"content": "好"}\n' * 2000 + '{"content": 1}\n')
+    with pytest.raises(DataError, match=r"part1\.jsonl:3301: field 'content' must be a string, got int"):
+        main(parse_args(["--output_dir", str(tmp_path / "out2"), "--no_statutes", "--judgments", str(folder)]))
+
+
 def test_split_long_paragraph_at_sentences():
     text = "甲" * 150 + "。" + "乙" * 150 + "。" + "丙" * 700
     pieces = split_document(text, 300)

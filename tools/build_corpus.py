@@ -14,7 +14,9 @@ Outputs (``{"content": …}`` per line, written atomically) in ``--output_dir``:
   adoption notes) are dropped and counted.
 - ``judgments.jsonl`` (``--judgments``): ``content`` records of .json/.jsonl files (or folders of them),
   normalised (line ends, spaces, full-width letters/digits), deduplicated on the normalised text, and
-  documents over ``--max_chars`` split at paragraph (then sentence) boundaries.
+  documents over ``--max_chars`` split at paragraph (then sentence) boundaries. Built for millions of
+  judgments in many large .jsonl files: records are read line by line and written as they come (memory
+  flat in the corpus size but for an 8-byte hash per distinct document), with a progress bar in bytes.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.data import DataError, expand_paths, load_documents, write_jsonl  # noqa: E402
+from utils.data import DataError, expand_paths, iter_documents, load_documents, write_jsonl  # noqa: E402
 from utils.statutes import CN_NUM, StatuteError, StatuteStore  # noqa: E402
 
 HEADING = re.compile(rf"^\s*#*\s*(第[{CN_NUM}\d]+(?:编|分编|章|节))(?:[\s\u3000]+(.*))?$")
@@ -150,19 +152,26 @@ def split_document(text: str, max_chars: int) -> list[str]:
 
 
 def judgment_documents(paths: Iterable[Path], max_chars: int, counts: dict) -> Iterator[str]:
-    seen: set[bytes] = set()
-    for path in tqdm(list(paths), desc="judgments", unit="file"):
-        for content in load_documents(path):
-            counts["read"] += 1
-            text = normalise(content)
-            digest = hashlib.sha1(text.encode()).digest()
-            if digest in seen:
-                counts["duplicates"] += 1
-                continue
-            seen.add(digest)
-            pieces = split_document(text, max_chars)
-            counts["split"] += len(pieces) > 1
-            yield from pieces
+    """Normalised, deduplicated, split judgments, one record at a time (utils.data.iter_documents: memory flat in the
+    files' size, a bad line named ``file:line``). Deduplication keeps an 8-byte hash of each distinct normalised text,
+    never the text: ~70 bytes of memory per distinct document (10 million judgments: ~0.7 GB); two different texts
+    share a hash with probability ~n²/2⁶⁵ (3e-6 for 10 million)."""
+    paths = list(paths)
+    seen: set[int] = set()
+    with tqdm(total=sum(p.stat().st_size for p in paths), desc="judgments", unit="B", unit_scale=True,
+              mininterval=1.0) as bar:
+        for path in paths:
+            for content in iter_documents(path, progress=bar.update):
+                counts["read"] += 1
+                text = normalise(content)
+                digest = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+                if digest in seen:
+                    counts["duplicates"] += 1
+                    continue
+                seen.add(digest)
+                pieces = split_document(text, max_chars)
+                counts["split"] += len(pieces) > 1
+                yield from pieces
 
 
 def write(path: Path, documents: Iterable[str], label: str) -> None:
