@@ -175,6 +175,18 @@ def test_llama_cpp_tokenizes_like_transformers(vocab_files, kind):
                                              tokenize=False, add_generation_prompt=True)
     assert llm.tokenize(rendered.encode(), add_bos=False, special=True) == want
     assert llm.tokenize(rendered[len(tokenizer.bos_token):].encode(), add_bos=True, special=True) == want  # llama-server
+    # llama-cpp-python's own chat handler (Llama builds it from the file's template when no chat_format is given)
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"], eos_token=tokenizer.eos_token,
+                                    bos_token=tokenizer.bos_token)
+    turns = [{"role": "user", "content": "酒驾撞人怎么判刑？"}, {"role": "assistant", "content": LEGAL_SP},
+             {"role": "user", "content": "那么醉驾呢？"}]
+    for messages in (MESSAGES, [{"role": "system", "content": "你是法律助手。"}, *MESSAGES], turns):
+        want = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+                         add_special_tokens=False)["input_ids"]
+        result = formatter(messages=messages)
+        assert llm.tokenize(result.prompt.encode(), add_bos=not result.added_special, special=True) == want
 
 
 def test_warnings_name_what_llama_cpp_splits_differently():
