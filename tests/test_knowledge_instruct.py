@@ -162,3 +162,44 @@ def test_identity_and_out_of_scope_items_take_the_assistant_name(lawbench_dir):
     assert any("某某大学" in i["output"] for i in identity)
     assert all(is_scope_statement(i["output"]) and i["source"] == "persona" and set(i) == {
         "instruction", "input", "output", "kind", "source"} for i in oos)
+
+
+def test_grounded_answers_cite_and_quote_the_retrieved_gold_or_say_it_is_missing(lawbench_dir, store):
+    """input = what --rag retrieves for the question; output cites + quotes the gold article when it is among them
+    (the quote checks out), else says the articles do not settle it; held-out gold and 1-1 articles never appear."""
+    from utils import rag
+    from utils.citations import check_citations
+    from utils.grounded import NOT_SETTLED
+
+    items, stats = run(lawbench_dir, "--kinds", "grounded_answer", "--max_per_kind", "60", "--seed", "3")
+    assert stats["grounded_answer"]["kept"] == len(items) == 60
+    held_out = knowledge_instruct.held_out_articles(store)
+    settled = [i for i in items if i["source"] != "not_settled"]
+    assert 0 < len(items) - len(settled) < len(items) / 2  # some, not most, say the articles do not settle it
+    for item in items:
+        context = rag.prepare(item["instruction"], 3)
+        retrieved = {(h.article.law_name, h.article.number, h.article.suffix) for h in context.hits}
+        assert (store.lookup("刑法", 264).law_name, 264, 0) not in retrieved  # a 1-1 article, not even as context
+        if item in settled:
+            assert item["input"] == context.input  # exactly the --rag prompt's articles
+            gold = store.parse_citation(item["source"])
+            key = (gold.law_name, gold.number, gold.suffix)
+            assert key in retrieved and key not in held_out
+            verdicts = check_citations(item["output"], store)
+            first = verdicts[0]  # the quote itself may name other laws
+            assert (first.status, first.law_name, first.number, first.suffix) == ("verified", *key)
+            assert first.quote_matches
+        else:  # what --rag retrieves, or (gold taken out on purpose) the next article moved up
+            cited = re.findall(r"^\[\d\] (《[^》]+》第[^（\n]+)", item["input"], re.M)
+            wider = [h.article.citation for h in rag.prepare(item["instruction"], 4).hits]
+            assert item["input"] == context.input or (len(cited) == 3 and set(cited) < set(wider))
+            assert item["output"] in NOT_SETTLED and not check_citations(item["output"], store)
+
+
+def test_kind_max_caps_one_kind():
+    args = parse_args(["--output", "x.jsonl", "--kinds", "identity,out_of_scope", "--max_per_kind", "3",
+                       "--kind_max", "identity=5"])
+    items, stats = build(args.__class__(**{**vars(args), "no_lawbench_check": True}))
+    assert stats["identity"]["kept"] == 5 and stats["out_of_scope"]["kept"] == 3
+    with pytest.raises(SystemExit):
+        parse_args(["--output", "x.jsonl", "--kinds", "identity", "--kind_max", "grounded_answer=5"])

@@ -1,12 +1,15 @@
 """Knowledge-based instruction data from the statute store — no LLM involved.
 
-Four kinds of items, each with several phrasings (picked with ``--seed``, so a run is reproducible):
+Seven kinds of items, each with several phrasings (picked with ``--seed``, so a run is reproducible):
 
 - ``article_content``  《X法》第N条规定了什么？ → the article's text, verbatim;
 - ``article_topic``    which articles cover a matter named by a chapter/section heading → the heading,
                        its article range, and the first article's text;
 - ``charge_definition``  请介绍盗窃罪的定义 → the 刑法 article that defines the charge, quoted;
 - ``article_charge``   a 刑法 article's text as input → the charge(s) it defines;
+- ``grounded_answer``  an everyday question + the articles ``--rag`` retrieves for it → a short answer citing and
+                       quoting the right one, or saying the retrieved articles do not settle it (utils/grounded.py;
+                       train with the law_rag template; the held-out questions' gold articles are never used);
 - ``identity``         who are you / who made you / what can you do → the assistant's ``--assistant_name`` and
                        ``--assistant_maker`` (default LaWGPT) and what it is for (utils/persona.py);
 - ``out_of_scope``     recipes, code, medicine, poems … → a short statement that this is outside what the assistant
@@ -22,6 +25,8 @@ A question that quotes several articles as context (3-5) is only excluded when o
 
     python tools/knowledge_instruct.py --output data/sft/knowledge.jsonl
     python tools/knowledge_instruct.py --output data/sft/knowledge_small.jsonl --max_per_kind 2000 --seed 1
+    python tools/knowledge_instruct.py --output data/sft/grounded.jsonl --max_per_kind 150 \
+        --kinds grounded_answer,article_content,identity,out_of_scope --kind_max grounded_answer=800   # for law_rag
 """
 
 from __future__ import annotations
@@ -40,11 +45,16 @@ sys.path.insert(0, str(ROOT))
 
 from utils.contamination import DEFAULT_N, DEFAULT_THRESHOLD, ngrams  # noqa: E402
 from utils.data import DataError, read_records, write_jsonl  # noqa: E402
+from utils.grounded import grounded_items  # noqa: E402
 from utils.persona import DEFAULT_MAKER, DEFAULT_NAME, identity_items, out_of_scope_items  # noqa: E402
 from utils.statutes import NUMERAL, PRC, Article, StatuteError, StatuteStore, cn_to_int  # noqa: E402
 
 DEFAULT_LAWBENCH_DIR = ROOT / "data" / "eval" / "lawbench"  # what tools/prepare_lawbench.py writes
-KINDS = ("article_content", "article_topic", "charge_definition", "article_charge", "identity", "out_of_scope")
+KINDS = ("article_content", "article_topic", "charge_definition", "article_charge", "grounded_answer", "identity",
+         "out_of_scope")
+DEFAULT_KINDS = tuple(k for k in KINDS if k != "grounded_answer")  # grounded answers need the law_rag template
+HELD_OUT_QUESTIONS = (ROOT / "resources" / "retrieval_questions.jsonl", ROOT / "resources" / "alignment_heldout.jsonl")
+GROUNDED_CANDIDATES = 3000  # grounded items built when --max_per_kind is 0 (each runs a retrieval)
 # LawBench 1-1 prefixes the law with its department: 民法商法公司法第六十条的内容是什么？
 DEPARTMENTS = ("诉讼与非诉讼程序法", "宪法相关法", "民法商法", "社会法", "行政法", "经济法")
 _ASKED = re.compile(rf"^(?P<law>.+?)第(?P<num>{NUMERAL})条(?:之(?P<suf>{NUMERAL}))?的内容是什么")
@@ -160,6 +170,17 @@ BUILDERS: dict[str, Callable[[list[Article], random.Random], list[dict]]] = {
 }
 
 
+def held_out_articles(store: StatuteStore) -> set[tuple]:
+    """The gold articles of the held-out question sets (never the subject of a grounded item)."""
+    keys = set()
+    for path in HELD_OUT_QUESTIONS:
+        for record in read_records(path):
+            for citation in record.data.get("gold") or []:
+                article = store.parse_citation(citation)
+                keys.add((article.law_name, article.number, article.suffix))
+    return keys
+
+
 def persona(kind: str, args: argparse.Namespace) -> list[dict]:
     """Identity / out-of-scope items (no statute behind them)."""
     items = identity_items(args.assistant_name, args.assistant_maker) if kind == "identity" else \
@@ -236,7 +257,7 @@ class LawBenchOverlap:
         return max((count / self.sizes[i] for i, count in hits.items()), default=0.0)
 
     def reason(self, item: dict) -> str | None:
-        if item["_key"] in self.asked:
+        if item["_key"] in self.asked or self.asked.intersection(item.get("_context", ())):
             return "excluded_1-1"
         if self.max_overlap("\n".join((item["instruction"], item["input"], item["output"]))) >= self.threshold:
             return "excluded_ngram"
@@ -266,7 +287,12 @@ def build(args: argparse.Namespace) -> tuple[list[dict], dict]:
     articles = eligible(store)
     out, stats = [], {}
     for kind in args.kinds:
-        candidates = BUILDERS[kind](articles, rng) if kind in BUILDERS else persona(kind, args)
+        cap = args.kind_max.get(kind, args.max_per_kind)
+        if kind == "grounded_answer":  # more than kept: some fall to the LawBench filter
+            limit = 2 * cap if cap else GROUNDED_CANDIDATES
+            candidates = grounded_items(articles, rng, limit, held_out=held_out_articles(store))
+        else:
+            candidates = BUILDERS[kind](articles, rng) if kind in BUILDERS else persona(kind, args)
         counts = Counter({"candidates": len(candidates), "excluded_1-1": 0, "excluded_ngram": 0})
         kept = []
         for item in candidates:
@@ -274,21 +300,25 @@ def build(args: argparse.Namespace) -> tuple[list[dict], dict]:
             counts[reason or "kept"] += 1
             if reason is None:
                 kept.append(item)
-        if args.max_per_kind and len(kept) > args.max_per_kind:
-            kept = rng.sample(kept, args.max_per_kind)
+        if cap and len(kept) > cap:
+            kept = rng.sample(kept, cap)
         stats[kind] = {**counts, "kept": len(kept)}
         out.extend(kept)
     rng.shuffle(out)
     for item in out:
         del item["_key"]
+        item.pop("_context", None)
     return out, stats
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="JSONL to write (instruction, input, output, kind, source)")
-    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {', '.join(KINDS)}")
+    parser.add_argument("--kinds", default=",".join(DEFAULT_KINDS),
+                        help=f"comma-separated subset of {', '.join(KINDS)} (default: all but grounded_answer)")
     parser.add_argument("--max_per_kind", type=int, default=0, help="sample at most this many items per kind (0: all)")
+    parser.add_argument("--kind_max", action="append", default=[], metavar="KIND=N",
+                        help="another cap for one kind (repeatable), e.g. grounded_answer=800")
     parser.add_argument("--seed", type=int, default=42, help="phrasing choice, sampling and order")
     parser.add_argument("--lawbench_dir", action="append",
                         help="LawBench data folder to exclude overlaps with (repeatable): LawBench's own data or "
@@ -305,6 +335,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--kinds: unknown kind(s) {unknown}; choose from {', '.join(KINDS)}")
     if args.max_per_kind < 0:
         parser.error("--max_per_kind must be >= 0")
+    caps = {}
+    for spec in args.kind_max:
+        kind, _, n = spec.partition("=")
+        if kind not in args.kinds or not n.isdigit():
+            parser.error(f"--kind_max {spec!r}: expected KIND=N with KIND one of --kinds ({', '.join(args.kinds)})")
+        caps[kind] = int(n)
+    args.kind_max = caps
     if not 0 < args.overlap_threshold <= 1:
         parser.error("--overlap_threshold must be in (0, 1]")
     return args
