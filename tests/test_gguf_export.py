@@ -99,6 +99,8 @@ def test_export_reads_back_with_the_same_tokens_and_logits(converter, merged, tm
     assert (meta["eos_token_id"], meta["bos_token_id"]) == (tokenizer.eos_token_id, tokenizer.bos_token_id)
     assert meta["chat_template"] and info["prompt_template"] == "law_template"
     assert json.loads(out.with_name(out.name + ".run_info.json").read_text(encoding="utf-8"))["outtype"] == outtype
+    modelfile = Path(info["modelfile"]).read_text(encoding="utf-8")  # our template, as Ollama's TEMPLATE
+    assert f"FROM ./{out.name}\n" in modelfile and 'PARAMETER stop "### 问题:"' in modelfile
 
     stored = C.read_metadata(out)
     assert stored["general.name"] == "Merged"  # named after the model directory, as the converter does
@@ -216,3 +218,34 @@ def test_refusals_are_one_line(merged, tmp_path):
     assert done.returncode == 1 and done.stderr.strip().count("\n") == 0 and "no such directory" in done.stderr
     helped = subprocess.run([sys.executable, str(Path(export_gguf.__file__)), "--help"], capture_output=True, text=True)
     assert helped.returncode == 0 and "--outtype {f32,f16,bf16,q8_0}" in helped.stdout
+
+
+@pytest.mark.parametrize("template", ["law_template", "law_rag", "alpaca"])
+def test_ollama_template_renders_our_prompts(tiny_model_dir, tmp_path, template):
+    """The Modelfile's TEMPLATE, executed as Ollama does (tests/ollama_template.go), renders what our chat template
+    renders less the BOS the runtime adds: one turn, a system message, multi-turn, both, an assistant prefill."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("Go is not installed (apt-get install golang-go): the TEMPLATE is checked by executing it")
+    from utils.chat_template import jinja_template
+    from utils.prompter import Prompter
+
+    prompter = Prompter(template)
+    modelfile = G.ollama_modelfile(prompter, "lawgpt.gguf")
+    (tmp_path / "template").write_text(modelfile.split('TEMPLATE """')[1].split('"""')[0], encoding="utf-8")
+    binary = tmp_path / "render"
+    subprocess.run([go, "build", "-o", str(binary), str(Path(__file__).with_name("ollama_template.go"))], check=True,
+                   cwd=tmp_path)
+    q1, a1, q2, system = "酒驾撞人怎么判刑？", "依照《刑法》第一百三十三条……", "那么醉驾呢？", "你是法律助手。"
+    user = [{"role": "user", "content": q1}]
+    turns = [*user, {"role": "assistant", "content": a1}, {"role": "user", "content": q2}]
+    conversations = [user, [{"role": "system", "content": system}, *user], turns,
+                     [{"role": "system", "content": system}, *turns], [*user, {"role": "assistant", "content": "依照"}]]
+    done = subprocess.run([str(binary), str(tmp_path / "template")], input=json.dumps(conversations),
+                          capture_output=True, text=True, check=True)
+    tokenizer = load_tokenizer(tiny_model_dir)
+    jinja = jinja_template(prompter, None)  # no BOS: Ollama's runtime adds it
+    want = [tokenizer.apply_chat_template(c, chat_template=jinja, tokenize=False, add_generation_prompt=True)
+            for c in conversations]
+    assert json.loads(done.stdout) == want
+    assert want[0] == prompter.generate_prompt(q1) and want[2] == prompter.generate_prompt(q2, history=[(q1, a1)])

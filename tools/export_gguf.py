@@ -11,7 +11,8 @@ The converter (``convert_hf_to_gguf.py`` from the pinned llama-cpp-python sdist 
 (grown vocabulary included), BOS/EOS and the tokenizer's chat_template (the template the model was trained with,
 written by finetune.py/merge_lora.py); every token, the special ids and the template are checked in the written
 file, and --verify also reads it back with transformers (token ids and logits against the model directory).
-Provenance goes to ``<output>.run_info.json``. Give a merged model (merge_lora.py), not an adapter.
+Provenance goes to ``<output>.run_info.json``; an Ollama Modelfile (our template as Ollama's Go TEMPLATE) to
+``<output without .gguf>.Modelfile``. Give a merged model (merge_lora.py), not an adapter.
 """
 
 from __future__ import annotations
@@ -26,9 +27,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from utils.chat_template import CHAT  # noqa: E402
 from utils.gguf_check import check_metadata, verify  # noqa: E402
-from utils.gguf_export import CACHE_DIR, CONVERTER_PACKAGE, CONVERTER_SHA256, OUTTYPES, ExportError, run_converter  # noqa: E402
+from utils.gguf_export import (  # noqa: E402
+    CACHE_DIR,
+    CONVERTER_PACKAGE,
+    CONVERTER_SHA256,
+    OUTTYPES,
+    ExportError,
+    ollama_modelfile,
+    run_converter,
+)
 from utils.modeling import ModelLoadError, read_run_info  # noqa: E402
+from utils.prompter import Prompter, TemplateError  # noqa: E402
 
 # What --verify accepts. f32 is exact (max abs logit difference 0.0 measured): 1e-4 absolute. The lossy types are
 # bounded relative to the largest logit, because their error scales with the weights: measured max abs difference /
@@ -102,9 +113,28 @@ def main(argv=None) -> dict:
             write_run_info_file(args.output, info)
             raise ExportError(f"{args.output} does not reproduce {args.model_dir} (details in "
                               f"{run_info_path(args.output)})")
+    info["modelfile"] = write_modelfile(args.model_dir, args.output, info["prompt_template"])
     write_run_info_file(args.output, info)
     print(f"[export_gguf] saved {args.output}", flush=True)
     return info
+
+
+def write_modelfile(model_dir: Path, output: Path, template: str | None) -> str | None:
+    """``<name>.Modelfile`` for Ollama beside the file, when the model was trained with one of our templates."""
+    if template in (None, CHAT):
+        print(f"[export_gguf] no Modelfile: the model has {'no template of ours' if template is None else 'its own chat template'}"
+              " (write Ollama's TEMPLATE by hand, README: Run it with llama.cpp / Ollama)", flush=True)
+        return None
+    try:
+        text = ollama_modelfile(Prompter(template, default_system=read_run_info(model_dir).get("system_prompt")),
+                                output.name)
+    except (ExportError, TemplateError) as e:
+        print(f"[export_gguf] WARNING: no Modelfile: {e}", file=sys.stderr, flush=True)
+        return None
+    path = output.with_suffix(".Modelfile")
+    path.write_text(text, encoding="utf-8")
+    print(f"[export_gguf] Ollama: ollama create <name> -f {path}", flush=True)
+    return str(path)
 
 
 def run_info_path(output: Path) -> Path:

@@ -305,3 +305,32 @@ def run_converter(model_dir: Path, outfile: Path, outtype: str, cache_dir: Path 
                           + "\n".join(log[-15:]))
     os.replace(tmp_out, outfile)
     return ExportResult(outfile, outtype, notes, time.time() - start)
+
+
+def ollama_modelfile(prompter, gguf_name: str) -> str:
+    """An Ollama Modelfile for the exported file, with one of our templates written as a Go ``TEMPLATE``.
+
+    Ollama executes Go templates, not the file's Jinja (README, "Run it with llama.cpp / Ollama"). This one renders
+    what the Jinja chat_template renders, less the BOS the runtime adds: the system message + newline (or the
+    template's system text), each user turn as ``prompt_no_input``, each answer followed by a newline unless it
+    is the last message. tests/test_gguf_export.py executes it with Go's text/template where Go is installed.
+    """
+    before, found, after = prompter.prompt_no_input.partition("{instruction}")
+    literal = [prompter.system, before, after]
+    if not found or any(c in text for text in literal for c in "{}") or any('"""' in t for t in literal) \
+            or any(c in stop for stop in prompter.stop for c in '"\\\n'):
+        raise ExportError(f"prompt template {prompter.name!r} cannot be written as an Ollama Modelfile (braces, "
+                          '""" or a quote in its text or stop strings): write its TEMPLATE by hand')
+    template = ("{{ if .System }}{{ .System }}\n{{ else }}" + prompter.system + "{{ end }}"
+                '{{ range $i, $m := .Messages }}{{ if eq $m.Role "user" }}' + before + "{{ $m.Content }}" + after
+                + '{{ else if eq $m.Role "assistant" }}{{ $m.Content }}{{ if gt (len (slice $.Messages $i)) 1 }}\n'
+                "{{ end }}{{ end }}{{ end }}")
+    return "\n".join([
+        f"# Ollama Modelfile for {gguf_name} (prompt template {prompter.name!r}), written by tools/export_gguf.py.",
+        "# ollama create lawgpt -f <this file> && ollama run lawgpt",
+        f"FROM ./{gguf_name}",
+        f'TEMPLATE """{template}"""',
+        *(f'PARAMETER stop "{stop}"' for stop in prompter.stop),
+        "PARAMETER temperature 0",  # our engine's defaults: greedy, a mild repetition penalty
+        "PARAMETER repeat_penalty 1.1",
+    ]) + "\n"
