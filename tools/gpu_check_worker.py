@@ -9,8 +9,7 @@
 
 The training scripts run unchanged: a Trainer callback (added to transformers' default callbacks in this process
 only) records the model's shape once and, after every optimizer step, the time and the tokens and samples seen
-so far (all processes, padding not counted). Every path records its
-peak GPU memory (torch's allocator, this process) and, on failure, one ``error`` line before exiting non-zero.
+so far (summed over all processes; SFT padding not counted). Every path records its peak GPU memory (torch's allocator, this process) and, on failure, one ``error`` line before exiting non-zero.
 Records (one JSON object a line, written by rank 0 only)::
 
     {"kind": "model", "matmul_params", "layers", "attn_width", "lora", "world_size", "dtype"}
@@ -239,6 +238,8 @@ def api(records: Records, model_dir: str, dtype: str, clients: int = 16, each: i
 
 
 def main(argv: list[str]) -> int:
+    """``RECORDS MODE ARGS…`` (see the module docstring): 0 when the mode ran, 1 when it failed (an ``error`` record
+    written, the traceback on stderr), 2 for a usage error."""
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
