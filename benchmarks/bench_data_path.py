@@ -254,8 +254,11 @@ def report(results: list[dict]) -> None:
             print(f"| {tokens:,} | {mode} | {seconds} | "
                   f"{_paired(rows, mode, 'old') if mode != 'old' else '1'} | {pss / 1e6:,.0f} MB | {pss / tokens:.1f} B | "
                   f"{anon / 1e6:,.0f} MB | {anon / tokens:.1f} B | {hwm / 1e6:,.0f} MB |")
+    print()
+    for size in sorted({r["size"] for r in results}):
+        rows = [r for r in results if r["size"] == size]
         if any(r["mode"] == "new-2" for r in rows):
-            print(f"\n{int(size):,} tokens, tokenising with 2 workers vs 1 (per round): {_paired(rows, 'new-2', 'new-1')}\n")
+            print(f"{int(size):,} tokens, 2 tokenising workers vs 1 (speed, per round): {_paired(rows, 'new-2', 'new-1')}")
 
 
 if __name__ == "__main__":
