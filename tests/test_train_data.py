@@ -288,6 +288,24 @@ def test_streaming_resume_continues_the_same_stream(tiny_model_dir, corpus, tmp_
         torch.testing.assert_close(resumed[key], full[key], rtol=1e-5, atol=1e-6)
 
 
+def test_check_resume_refuses_a_checkpoint_past_the_first_pass(tmp_path):
+    from utils.streaming import check_resume
+    from utils.training import ConfigError
+
+    for epoch, refused in ((0.75, False), (1.25, True)):
+        checkpoint = tmp_path / f"checkpoint-{epoch}"
+        checkpoint.mkdir()
+        (checkpoint / "trainer_state.json").write_text(json.dumps({"epoch": epoch, "global_step": 5}), encoding="utf-8")
+        if refused:
+            with pytest.raises(ConfigError, match="read its whole corpus 1 time"):
+                check_resume(str(checkpoint), ignore_data_skip=False)
+        else:
+            check_resume(str(checkpoint), ignore_data_skip=False)
+        check_resume(str(checkpoint), ignore_data_skip=True)
+    check_resume(None, ignore_data_skip=False)
+
+
+@pytest.mark.slow
 def test_streaming_resume_after_a_whole_pass_is_refused(tiny_model_dir, corpus, tmp_path):
     from utils.training import ConfigError
 
