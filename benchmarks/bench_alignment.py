@@ -55,9 +55,12 @@ def answer_all(model_dir: str, questions: list[dict], args: argparse.Namespace) 
     params = GenerationParams(max_new_tokens=args.max_new_tokens, no_repeat_ngram_size=args.no_repeat_ngram_size)
     prompts = [engine.prompt(q["question"]) for q in questions]
     answers: list[str] = [""] * len(prompts)
+    done = 0
     for batch in engine.generate_batched(prompts, params, batch_size=args.batch_size):
         for index, generation in batch:
             answers[index] = generation.text
+        done += len(batch)
+        print(f"[bench_alignment] {model_dir}: {done}/{len(prompts)} answered", file=sys.stderr, flush=True)
     engine.close()
     return answers
 
