@@ -50,6 +50,30 @@ def test_stream_yields_growing_text_ending_in_the_batch_answer(engine):
     assert pieces[-1] == engine.generate([engine.prompt(QUESTIONS[1])], GREEDY)[0].text
 
 
+def test_streamed_text_only_grows_across_byte_fallback_runs(engine):
+    """A run of byte tokens decodes differently as it grows ("L", then "��" once a stray continuation byte
+    follows), so the stream holds the run back; every piece extends the last and the final is the full decode."""
+    from utils.batching import Request, _Row, byte_fallback_ids
+
+    tokenizer = engine.tokenizer
+    byte_ids = byte_fallback_ids(tokenizer)
+    assert len(byte_ids) == 256
+    tokens = ["践", "广", "<0x4C>", "<0xB9>", "知", "<0xE5>", "<0x88>", "<0x91>", "害"]  # a stray run, then 刑 in bytes
+    ids = tokenizer.convert_tokens_to_ids(tokens)
+    assert tokenizer.decode(ids[:3]) == "践广L" and tokenizer.decode(ids[:4]) == "践广\ufffd\ufffd"
+    request = Request([1], GREEDY.replace(max_new_tokens=len(ids)), stops=[])
+    row = _Row(request, tokenizer, set(), 0.0, byte_ids)
+    for token in ids:
+        row.add(token)
+    events = []
+    while not request._events.empty():
+        events.append(request._events.get())
+    pieces = [value for kind, value in events if kind == "text"]
+    assert all(later.startswith(earlier) for earlier, later in zip(pieces, pieces[1:])), pieces
+    assert "践广L" not in pieces and pieces[-1] == tokenizer.decode(ids) == "践广\ufffd\ufffd知刑害"
+    assert events[-1][0] == "done" and events[-1][1].text == pieces[-1]
+
+
 def test_stream_refuses_beams_and_surfaces_errors(engine):
     with pytest.raises(ValueError, match="num_beams"):
         list(engine.stream("问题", num_beams=2))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import queue
+import re
 import threading
 import time
 import weakref
@@ -30,6 +31,17 @@ from utils.stopping import StopOnEvent, StopOnText, held_back
 
 GATHER_CAP = 10  # a batch waits at most this many batch_wait_s for a burst of requests to finish arriving
 _live: weakref.WeakSet = weakref.WeakSet()
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+def byte_fallback_ids(tokenizer) -> frozenset[int]:
+    """Ids of a byte-fallback tokenizer's raw-byte tokens (``<0xE4>``; SentencePiece/LLaMA/Gemma); empty for others.
+
+    Their text is not stable while the run grows: the decoder turns a run of byte tokens that is not valid
+    UTF-8 into one U+FFFD per byte, so ``<0x4C>`` alone reads "L" and ``<0x4C><0xB9>`` reads "��". Streaming
+    holds such a run back until a token that is not a byte ends it.
+    """
+    return frozenset(i for t, i in tokenizer.get_vocab().items() if _BYTE_TOKEN.fullmatch(t))
 
 
 @atexit.register
@@ -100,10 +112,11 @@ class Request:
 class _Row:
     """A request's state inside a running batch."""
 
-    def __init__(self, request: Request, tokenizer, eos_ids: set[int], started: float):
+    def __init__(self, request: Request, tokenizer, eos_ids: set[int], started: float,
+                 byte_ids: frozenset[int] = frozenset()):
         import torch
 
-        self.request, self.tokenizer, self.started = request, tokenizer, started
+        self.request, self.tokenizer, self.started, self.byte_ids = request, tokenizer, started, byte_ids
         self.params = request.params
         self.eos = set() if self.params.ignore_eos else eos_ids
         self.new: list[int] = []
@@ -119,10 +132,13 @@ class _Row:
         if token in self.eos:
             return self.finish("eos", len(self.new) + 1)
         self.new.append(token)
-        text = self.tokenizer.decode(self.new, skip_special_tokens=True)
-        if not text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its other bytes
+        settled = len(self.new)
+        while settled and self.new[settled - 1] in self.byte_ids:  # a byte run still open (see byte_fallback_ids)
+            settled -= 1
+        text = self.tokenizer.decode(self.new[:settled], skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # byte-level BPE: an incomplete multi-byte character, wait for its bytes
             self.text = text
-        if any(m in self.text for m in self.request.stops):
+        if any(m in self.text for m in self.request.stops):  # checked on the settled text, as it is shown
             return self.finish("stop", len(self.new))
         if len(self.new) >= self.params.max_new_tokens:
             return self.finish("length", len(self.new))
@@ -130,7 +146,9 @@ class _Row:
             return self.finish("stopped", len(self.new))
         answer = self._cut(self.text)
         answer = answer[: len(answer) - held_back(answer, self.request.stops)].strip()
-        if answer != self.shown:  # text that may still become a stop marker is held back, never shown
+        # text that may still become a stop marker is held back; what is shown only ever grows, so a stream's
+        # deltas add up to the final answer (a decode that rewrote shown text waits for the end instead)
+        if answer != self.shown and answer.startswith(self.shown):
             self.shown = answer
             self.request._emit("text", answer)
 
@@ -236,6 +254,7 @@ class Batcher:
         if max_batch_size < 1 or max_queue < 1 or batch_wait_s < 0:
             raise ValueError("max_batch_size and max_queue must be >= 1, batch_wait_s >= 0")
         self.model, self.tokenizer, self.eos_ids = model, tokenizer, sorted(eos_ids)
+        self.byte_ids = byte_fallback_ids(tokenizer)
         self.max_batch_size, self.max_queue, self.batch_wait_s = max_batch_size, max_queue, batch_wait_s
         self._pending: deque[tuple[float, list[Request], bool]] = deque()  # (arrival time, group, gather)
         self._cv = threading.Condition()
@@ -352,7 +371,7 @@ class Batcher:
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         started = time.perf_counter()
-        rows = [_Row(r, self.tokenizer, set(self.eos_ids), started) for r in requests]
+        rows = [_Row(r, self.tokenizer, set(self.eos_ids), started, self.byte_ids) for r in requests]
         inputs, width = self._inputs(requests)
         config = self._config(max_new_tokens=max(r.params.max_new_tokens for r in requests))
         controller = RowController(rows, on_step=lambda unfinished: setattr(self, "running", unfinished))
