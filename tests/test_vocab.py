@@ -144,8 +144,9 @@ def test_cli_errors_are_one_line(tiny_model_dir, corpus, tmp_path, capsys):
     assert "w.txt:2: duplicate word" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("method", ["mean", "mean_norm"])
 @pytest.mark.parametrize("kind", ["sentencepiece", "add_tokens"])
-def test_new_rows_are_the_mean_of_base_pieces(tiny_model_dir, merged_dir, kind):
+def test_new_rows_are_the_mean_of_base_pieces(tiny_model_dir, merged_dir, kind, method):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -159,7 +160,7 @@ def test_new_rows_are_the_mean_of_base_pieces(tiny_model_dir, merged_dir, kind):
     before_in = model.get_input_embeddings().weight.detach().clone()
     before_out = model.get_output_embeddings().weight.detach().clone()
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    assert init_new_embeddings(model, base, tokenizer, len(base)) == len(tokenizer) - len(base)
+    assert init_new_embeddings(model, base, tokenizer, len(base), method) == len(tokenizer) - len(base)
     emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
     assert torch.equal(emb[: len(base)], before_in) and torch.equal(head[: len(base)], before_out)
     for token_id in range(len(base), len(tokenizer)):
@@ -171,5 +172,24 @@ def test_new_rows_are_the_mean_of_base_pieces(tiny_model_dir, merged_dir, kind):
         else:
             expected = base(tokenizer.convert_ids_to_tokens(token_id), add_special_tokens=False).input_ids
         assert base_piece_ids(base, tokenizer, token_id) == expected and len(expected) >= 1
-        torch.testing.assert_close(emb[token_id], before_in[expected].mean(0))
-        torch.testing.assert_close(head[token_id], before_out[expected].mean(0))
+        for row, before in ((emb[token_id], before_in), (head[token_id], before_out)):
+            mean = before[expected].mean(0)
+            if method == "mean":
+                torch.testing.assert_close(row, mean)
+            else:  # the mean's direction at the pieces' mean norm: never shorter than the plain mean
+                torch.testing.assert_close(row / row.norm(), mean / mean.norm())
+                torch.testing.assert_close(row.norm(), before[expected].norm(dim=1).mean())
+                assert row.norm() >= mean.norm() - 1e-6
+
+
+def test_unknown_new_row_init_is_refused(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from utils.training import ModelArguments
+
+    base = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    with pytest.raises(ValueError, match="new row init 'zero'"):
+        init_new_embeddings(model, base, base, len(base), "zero")
+    with pytest.raises(Exception, match="--new_row_init 'zero'"):
+        ModelArguments(base_model=str(tiny_model_dir), new_row_init="zero")

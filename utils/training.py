@@ -21,7 +21,7 @@ from utils.data import IGNORE_INDEX, DataError
 from utils.modeling import ModelLoadError, embedding_rows, load_model, load_tokenizer, resize_for_tokenizer
 from utils.modeling import write_run_info as _write_run_info
 from utils.prompter import TemplateError
-from utils.vocab import SP_MODEL, VocabError, init_new_embeddings
+from utils.vocab import NEW_ROW_INITS, SP_MODEL, VocabError, init_new_embeddings
 
 
 class ConfigError(ValueError):
@@ -48,6 +48,10 @@ class ModelArguments:
         default="full", metadata={"help": "LoRA with a grown vocabulary: 'full' trains the whole embedding and "
                                           "lm_head (modules_to_save); 'new_rows' trains only the new tokens' rows "
                                           "(peft trainable tokens: much less memory, the base vocabulary stays as it was)"})
+    new_row_init: str = field(
+        default="mean_norm", metadata={"help": "how a grown vocabulary's new rows start: 'mean_norm' (the mean of their "
+                                               "base pieces' rows at the pieces' mean norm) or 'mean' (the plain mean, "
+                                               "whose smaller norm keeps new tokens from ever winning the softmax)"})
     dtype: str = field(default="auto", metadata={"help": "weights dtype: auto (fp32 on CPU and for full training, "
                                                          "bf16/fp16 for LoRA on GPU), float32, bfloat16, float16"})
     load_8bit: bool = field(default=False, metadata={"help": "load the base model in 8-bit (CUDA, bitsandbytes)"})
@@ -59,6 +63,8 @@ class ModelArguments:
             raise ConfigError("--base_model is required (a local model directory)")
         if self.new_embeddings not in NEW_EMBEDDINGS:
             raise ConfigError(f"--new_embeddings {self.new_embeddings!r}: choose one of {', '.join(NEW_EMBEDDINGS)}")
+        if self.new_row_init not in NEW_ROW_INITS:
+            raise ConfigError(f"--new_row_init {self.new_row_init!r}: choose one of {', '.join(NEW_ROW_INITS)}")
 
 
 @dataclass
@@ -287,8 +293,9 @@ def prepare_model(model_args: ModelArguments, lora_args: LoraArguments, training
     grew = resize_for_tokenizer(model, tokenizer)
     if grew and adapter is None:
         base_tokenizer = load_tokenizer(model_args.base_model, model_args.trust_remote_code)
-        init_new_embeddings(model, base_tokenizer, tokenizer, base_rows)
-        log(training, f"vocabulary {base_rows} -> {len(tokenizer)}: new rows start as the mean of their base pieces")
+        init_new_embeddings(model, base_tokenizer, tokenizer, base_rows, model_args.new_row_init)
+        log(training, f"vocabulary {base_rows} -> {len(tokenizer)}: new rows start from their base pieces "
+                      f"({model_args.new_row_init})")
     elif len(tokenizer) < base_rows and model_args.tokenizer_path and model_args.extend_vocab:
         log(training, f"tokenizer has {len(tokenizer)} tokens, the model {base_rows} rows: nothing to grow")
     if model_args.load_8bit or model_args.load_4bit:
@@ -311,7 +318,7 @@ def prepare_model(model_args: ModelArguments, lora_args: LoraArguments, training
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log(training, f"{'LoRA' if use_lora else 'full'}: {trainable:,} of {total:,} parameters trainable")
-    init = "mean of base pieces" if adapter is None else "the adapter's"
+    init = model_args.new_row_init if adapter is None else "the adapter's"
     vocab = {"base_rows": base_rows, "tokenizer_size": len(tokenizer), "grew": grew,
              "extend_vocab": model_args.extend_vocab, "new_row_init": init if grew else None,
              "new_embeddings": (model_args.new_embeddings if use_lora else "full") if grew else None}
