@@ -101,7 +101,8 @@ def read_gold(path: str | Path) -> dict[str, list[str]]:
 
 
 def base_vocab_size(model_dir: str | Path, depth: int = 6) -> int:
-    """``base_rows`` recorded by train_clm.py, found by following run_info.json back from ``model_dir``."""
+    """``base_rows`` recorded by the stage that grew the vocabulary (train_clm.py), found by following run_info.json
+    back from ``model_dir``; raises DataError when no stage in the chain grew it."""
     seen, todo = set(), [Path(model_dir)]
     while todo and depth:
         depth -= 1
@@ -116,7 +117,9 @@ def base_vocab_size(model_dir: str | Path, depth: int = 6) -> int:
             while stack:  # base_rows may sit in a nested record (merge_lora copies the adapter's run_info)
                 node = stack.pop()
                 if isinstance(node, dict):
-                    if isinstance(node.get("base_rows"), int):
+                    # the stage that grew the vocabulary; a later stage (SFT on the grown model) records its own
+                    # rows as base_rows with grew False
+                    if isinstance(node.get("base_rows"), int) and node.get("grew") is not False:
                         return node["base_rows"]
                     stack.extend(node.values())
                     nxt += [Path(node[k]) for k in ("base_model", "merged_from", "lora_model")

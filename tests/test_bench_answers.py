@@ -89,12 +89,16 @@ def test_gold_must_be_real(store):
 
 
 def test_base_vocab_size_follows_run_info(tmp_path):
-    clm, merged = tmp_path / "clm", tmp_path / "merged"
-    clm.mkdir()
-    merged.mkdir()
-    (clm / "run_info.json").write_text(json.dumps({"vocab": {"base_rows": 262144}}))
+    clm, merged, sft = tmp_path / "clm", tmp_path / "merged", tmp_path / "sft"
+    for d in (clm, merged, sft):
+        d.mkdir()
+    (clm / "run_info.json").write_text(json.dumps({"vocab": {"base_rows": 262144, "grew": True}}))
     (merged / "run_info.json").write_text(json.dumps({"adapter_run_info": {"base_model": str(clm)}}))
     assert ba.base_vocab_size(merged) == 262144
+    # the demo model: SFT on the grown model records the grown size as its own base_rows (grew False)
+    (sft / "run_info.json").write_text(json.dumps({"adapter_run_info": {
+        "base_model": str(merged), "vocab": {"base_rows": 263827, "grew": False}}}))
+    assert ba.base_vocab_size(sft) == 262144
     (clm / "run_info.json").write_text("{}")
     with pytest.raises(DataError, match="--base_vocab_size"):
         ba.base_vocab_size(merged)
