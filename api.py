@@ -109,6 +109,10 @@ def main(
                                     load_8bit=load_8bit, load_4bit=load_4bit, trust_remote_code=trust_remote_code,
                                     system_prompt=system_prompt, max_batch_size=max_batch_size, max_queue=max_queue,
                                     batch_wait_ms=batch_wait_ms)
+    from utils.rag import missing_rag_warning
+
+    if warning := missing_rag_warning(engine.loaded.prompt_template, rag_module is not None):
+        print(f"[api] warning: {warning}", file=sys.stderr, flush=True)
     if host not in LOOPBACK and key is None:
         print(f"[api] WARNING: listening on {host} without an API key: anyone who can reach it can use the model "
               f"(set {API_KEY_ENV} or --api_key)", file=sys.stderr, flush=True)

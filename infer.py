@@ -278,6 +278,10 @@ def main(
         prompt_template = rag_hook.rag.RAG_TEMPLATE  # tells the model to answer from the articles and cite them
     engine = Engine.from_pretrained(base_model, lora_weights, prompt_template, device=device, dtype=dtype,
                                     load_8bit=load_8bit, load_4bit=load_4bit, trust_remote_code=trust_remote_code)
+    from utils.rag import missing_rag_warning
+
+    if warning := missing_rag_warning(engine.loaded.prompt_template, rag_hook is not None):
+        print(f"[infer] warning: {warning}", file=sys.stderr, flush=True)
     if items is None:
         print(f"[infer] {why}: starting interactive mode")
         interactive(engine, params, rag=rag_hook)

@@ -116,6 +116,10 @@ def main(
         prompt_template = rag_module.RAG_TEMPLATE  # the articles go in the template's input slot
     engine = Engine.from_pretrained(base_model, lora_weights, prompt_template, device=device, dtype=dtype,
                                     load_8bit=load_8bit, load_4bit=load_4bit, trust_remote_code=trust_remote_code)
+    from utils.rag import missing_rag_warning
+
+    if warning := missing_rag_warning(engine.loaded.prompt_template, rag_module is not None):
+        print(f"[webui] warning: {warning}", file=sys.stderr, flush=True)
     app = build_app(engine, settings, rag=rag_module)
     where = f"http://{server_name}:{server_port}"
     print(f"[webui] serving {engine.loaded.base_model} on {where}" + (" (login required)" if login else ""),

@@ -219,3 +219,24 @@ def test_chat_template_answers_with_the_tokenizers_own_format(tiny_chat_model_di
     want = [g.text for g in engine.generate(prompts, GenerationParams(max_new_tokens=8))]
     assert [r["answer"] for r in sorted(read_output(out), key=lambda r: r["index"])] == want
     engine.close()
+
+
+def test_a_model_trained_with_law_rag_warns_when_run_without_rag(tiny_model_dir, tmp_path, capsys):
+    """Without retrieved articles a law_rag model has nothing to quote and invents citations: say so, once."""
+    import shutil
+
+    from utils.rag import missing_rag_warning
+
+    assert missing_rag_warning("law_rag", rag_on=False) and "--rag" in missing_rag_warning("law_rag", False)
+    assert missing_rag_warning("law_rag", rag_on=True) is None
+    assert missing_rag_warning("law_template", rag_on=False) is None and missing_rag_warning(None, False) is None
+    model = tmp_path / "rag-model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "run_info.json").write_text(json.dumps({"prompt_template": "law_rag"}), encoding="utf-8")
+    data = write_questions(tmp_path / "q.jsonl", [{"instruction": "入户盗窃怎么处罚？"}])
+    infer.main(base_model=str(model), infer_data_path=str(data), output_path=str(tmp_path / "a.jsonl"),
+               max_new_tokens=2)
+    assert capsys.readouterr().err.count("[infer] warning: this model was trained to answer from retrieved") == 1
+    infer.main(base_model=str(tiny_model_dir), infer_data_path=str(data), output_path=str(tmp_path / "b.jsonl"),
+               max_new_tokens=2)
+    assert "trained to answer from retrieved" not in capsys.readouterr().err
