@@ -21,6 +21,7 @@ from utils.retrieval import BM25Index, Hit
 from utils.statutes import StatuteStore
 
 RAG_TEMPLATE = "law_rag"
+MAX_ARTICLE_CHARS = 600  # a long article (tables, long lists) is cut so a few fit a small model's context
 
 
 def missing_rag_warning(trained_template: str | None, rag_on: bool) -> str | None:
@@ -31,7 +32,6 @@ def missing_rag_warning(trained_template: str | None, rag_on: bool) -> str | Non
         return (f"this model was trained to answer from retrieved statutes (template {RAG_TEMPLATE}); without --rag "
                 "it has none to quote and invents citations: pass --rag")
     return None
-MAX_ARTICLE_CHARS = 600  # a long article (tables, long lists) is cut so a few fit a small model's context
 
 
 @functools.lru_cache(maxsize=1)
