@@ -8,7 +8,7 @@
   citing a law instead.
 
     python benchmarks/bench_alignment.py --models sft=models/lawgpt-align-sft dpo=models/lawgpt-align \\
-        --output_dir outputs/bench/alignment
+        --output_dir outputs/bench/alignment [--rag]
 
 Questions: resources/alignment_heldout.jsonl (``kind`` legal / identity / out_of_scope, ``question``, ``gold``), none
 used to build training data. Answers go to ``<output_dir>/answers-<label>.jsonl`` (a rerun reuses them unless the
@@ -53,7 +53,14 @@ def answer_all(model_dir: str, questions: list[dict], args: argparse.Namespace) 
 
     engine = Engine.from_pretrained(model_dir)
     params = GenerationParams(max_new_tokens=args.max_new_tokens, no_repeat_ngram_size=args.no_repeat_ngram_size)
-    prompts = [engine.prompt(q["question"]) for q in questions]
+    if args.rag:  # the articles --rag retrieves go into the prompt, as infer.py/webui.py/api.py do (utils/rag.py)
+        from utils.rag import default_index, prepare
+
+        index = default_index()
+        contexts = [prepare(q["question"], args.rag_top_k, index=index) for q in questions]
+        prompts = [engine.prompt(c.instruction, c.input) for c in contexts]
+    else:
+        prompts = [engine.prompt(q["question"]) for q in questions]
     answers: list[str] = [""] * len(prompts)
     done = 0
     for batch in engine.generate_batched(prompts, params, batch_size=args.batch_size):
@@ -127,8 +134,10 @@ def markdown(summary: dict) -> str:
             ("out of scope: answered with the scope statement", "scope_statement_share"),
             ("out of scope: cites a law instead", "out_of_scope_citing_law_share")]
     first = summary["models"][labels[0]]
+    rag = summary["settings"].get("rag_top_k")
     lines = [f"n: {first['legal_n']} legal, {first['identity_n']} identity, {first['out_of_scope_n']} out-of-scope "
-             f"questions; greedy, {summary['settings']['max_new_tokens']} new tokens", "",
+             f"questions; greedy, {summary['settings']['max_new_tokens']} new tokens; "
+             + (f"--rag (top {rag} articles in the prompt)" if rag else "no retrieval"), "",
              "| figure | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
     for title, key in rows:
         cells = ["-" if summary["models"][m][key] is None else f"{100 * summary['models'][m][key]:.1f}%" for m in labels]
@@ -147,7 +156,7 @@ def main(args: argparse.Namespace) -> dict:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"max_new_tokens": args.max_new_tokens, "no_repeat_ngram_size": args.no_repeat_ngram_size,
-                "questions": str(args.questions)}
+                "questions": str(args.questions), **({"rag_top_k": args.rag_top_k} if args.rag else {})}
     summary = {"settings": settings, "assistant_name": args.assistant_name, "models": {}}
     for spec in args.models:
         label, model_dir = spec.split("=", 1)
@@ -179,6 +188,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no_repeat_ngram_size", type=int, default=6, help="as the demo's infer step")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--assistant_name", default=DEFAULT_NAME)
+    parser.add_argument("--rag", action="store_true", help="answer with the retrieved articles in the prompt (law_rag), "
+                                                            "as a model trained for --rag is served")
+    parser.add_argument("--rag_top_k", type=int, default=3)
     args = parser.parse_args(argv)
     if any("=" not in m for m in args.models):
         parser.error("--models: give label=model_dir")

@@ -81,3 +81,29 @@ def test_main_on_the_tiny_model_caches_answers(tiny_model_dir, tmp_path, monkeyp
     assert ba.main(ba.parse_args(argv))["models"] == summary["models"]
     with pytest.raises(SystemExit):
         ba.parse_args(["--models", f"a={tmp_path / 'missing'}"])
+
+
+def test_rag_puts_the_retrieved_articles_in_the_prompt(tiny_model_dir, tmp_path, monkeypatch):
+    from utils.engine import Engine
+    from utils.rag import prepare
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps(GOLD, ensure_ascii=False) + "\n", encoding="utf-8")
+    seen = []
+    real_prompt = Engine.prompt
+
+    def recording_prompt(self, instruction, input=None, *args, **kwargs):
+        seen.append((instruction, input))
+        return real_prompt(self, instruction, input, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "prompt", recording_prompt)
+    out = tmp_path / "out"
+    argv = ["--models", f"a={tiny_model_dir}", "--questions", str(questions), "--output_dir", str(out),
+            "--max_new_tokens", "2", "--rag", "--rag_top_k", "2"]
+    summary = ba.main(ba.parse_args(argv))
+    assert seen == [(GOLD["question"], prepare(GOLD["question"], 2).input)] and seen[0][1].startswith("[1] 《")
+    assert summary["settings"]["rag_top_k"] == 2
+    assert "--rag (top 2 articles in the prompt)" in (out / "summary.md").read_text(encoding="utf-8")
+    seen.clear()
+    ba.main(ba.parse_args(argv[:-3]))  # without --rag: other settings, so answered again, without articles
+    assert seen == [(GOLD["question"], None)]

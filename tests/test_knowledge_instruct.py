@@ -164,6 +164,29 @@ def test_identity_and_out_of_scope_items_take_the_assistant_name(lawbench_dir):
         "instruction", "input", "output", "kind", "source"} for i in oos)
 
 
+def test_persona_items_carry_the_retrieved_articles_for_law_rag_data(lawbench_dir):
+    """A model served with --rag gets articles with "你是谁？" too: law_rag data gives persona items those articles
+    (the same text utils/rag.prepare builds when serving), plain data does not."""
+    from utils.rag import prepare
+
+    def with_articles(*extra):
+        items, _ = run(lawbench_dir, "--kinds", "identity,out_of_scope", *extra)
+        return items, [i for i in items if i["input"]]
+
+    items, given = with_articles()
+    assert items and not given  # no grounded_answer among --kinds: no articles by default
+    items, given = with_articles("--persona_articles", "1")
+    assert len(given) > len(items) / 2  # the rest: questions BM25 finds no article for
+    for item in given[:5]:
+        assert item["input"] == prepare(item["instruction"]).input and item["input"].startswith("[1] 《")
+    items, given = with_articles("--persona_articles", "0.5", "--seed", "1")
+    assert 0.2 * len(items) < len(given) < 0.6 * len(items)
+    args = parse_args(["--output", "x.jsonl", "--kinds", "grounded_answer,identity"])
+    assert args.persona_articles == 0.5
+    with pytest.raises(SystemExit):
+        parse_args(["--output", "x.jsonl", "--kinds", "identity", "--persona_articles", "1.5"])
+
+
 def test_grounded_answers_cite_and_quote_the_retrieved_gold_or_say_it_is_missing(lawbench_dir, store):
     """input = what --rag retrieves for the question; output cites + quotes the gold article when it is among them
     (the quote checks out), else says the articles do not settle it; held-out gold and 1-1 articles never appear."""

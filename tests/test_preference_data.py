@@ -88,6 +88,25 @@ def test_store_pairs_cli_writes_checked_pairs_without_heldout_questions(tmp_path
     assert out.read_text(encoding="utf-8") == first  # seeded: the same file again
 
 
+def test_with_articles_gives_pairs_the_retrieved_articles_and_a_store_pair_its_own(tmp_path, store):
+    out = tmp_path / "pairs.jsonl"
+    assert pd.main(["--output", str(out), "--max_questions", "30", "--no_lawbench_check", "--heldout", "",
+                    "--kinds", "unknown_law,identity", "--with_articles", "1", "--seed", "2"]) == 0
+    pairs = load_preference_data(out)
+    legal = [p for p in pairs if p["kind"] == "unknown_law"]
+    assert legal and all(p["input"].startswith("[1] 《") for p in legal)
+    for pair in legal:  # the chosen answer quotes an article that is among those given
+        (verdict,) = check_citations(pair["chosen"], store)
+        article = store.lookup(verdict.law_name, verdict.number)
+        assert f"{article.citation}\n" in pair["input"] or f"{article.citation}（" in pair["input"], pair
+    assert any(p["input"] for p in pairs if p["kind"] == "identity")
+    assert pd.main(["--output", str(out), "--max_questions", "30", "--no_lawbench_check", "--heldout", "",
+                    "--kinds", "unknown_law", "--seed", "2"]) == 0
+    assert not any(p["input"] for p in load_preference_data(out))  # default 0: no articles
+    with pytest.raises(SystemExit):
+        pd.parse_args(["--output", str(out), "--with_articles", "2"])
+
+
 def test_identity_and_out_of_scope_items_and_pairs():
     items = identity_items("法小助", "某某大学")
     assert items and all("法小助" in i["output"] for i in items)

@@ -46,7 +46,13 @@ sys.path.insert(0, str(ROOT))
 from utils.contamination import DEFAULT_N, DEFAULT_THRESHOLD, ngrams  # noqa: E402
 from utils.data import DataError, read_records, write_jsonl  # noqa: E402
 from utils.grounded import grounded_items  # noqa: E402
-from utils.persona import DEFAULT_MAKER, DEFAULT_NAME, identity_items, out_of_scope_items  # noqa: E402
+from utils.persona import (  # noqa: E402
+    DEFAULT_MAKER,
+    DEFAULT_NAME,
+    identity_items,
+    out_of_scope_items,
+    with_retrieved_articles,
+)
 from utils.statutes import NUMERAL, PRC, Article, StatuteError, StatuteStore, cn_to_int  # noqa: E402
 
 DEFAULT_LAWBENCH_DIR = ROOT / "data" / "eval" / "lawbench"  # what tools/prepare_lawbench.py writes
@@ -181,12 +187,14 @@ def held_out_articles(store: StatuteStore) -> set[tuple]:
     return keys
 
 
-def persona(kind: str, args: argparse.Namespace) -> list[dict]:
-    """Identity / out-of-scope items (no statute behind them)."""
+def persona(kind: str, args: argparse.Namespace, rng: random.Random) -> list[dict]:
+    """Identity / out-of-scope items (no statute behind them); ``--persona_articles`` of them carry the articles
+    ``--rag`` retrieves for their question, as a model served with retrieval sees them."""
     items = identity_items(args.assistant_name, args.assistant_maker) if kind == "identity" else \
         out_of_scope_items(args.assistant_name)
-    return [{"instruction": i["instruction"], "input": "", "output": i["output"], "kind": kind, "source": "persona",
-             "_key": None} for i in items]
+    items = [{"instruction": i["instruction"], "input": "", "output": i["output"], "kind": kind, "source": "persona",
+              "_key": None} for i in items]
+    return with_retrieved_articles(items, args.persona_articles, rng)
 
 
 # ---------------------------------------------------------------- LawBench overlap
@@ -292,7 +300,7 @@ def build(args: argparse.Namespace) -> tuple[list[dict], dict]:
             limit = 2 * cap if cap else GROUNDED_CANDIDATES
             candidates = grounded_items(articles, rng, limit, held_out=held_out_articles(store))
         else:
-            candidates = BUILDERS[kind](articles, rng) if kind in BUILDERS else persona(kind, args)
+            candidates = BUILDERS[kind](articles, rng) if kind in BUILDERS else persona(kind, args, rng)
         counts = Counter({"candidates": len(candidates), "excluded_1-1": 0, "excluded_ngram": 0})
         kept = []
         for item in candidates:
@@ -328,6 +336,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no_lawbench_check", action="store_true", help="build without the LawBench overlap filter")
     parser.add_argument("--assistant_name", default=DEFAULT_NAME, help="identity items: the assistant's name")
     parser.add_argument("--assistant_maker", default=DEFAULT_MAKER, help="identity items: who made it")
+    parser.add_argument("--persona_articles", type=float, default=None, metavar="SHARE",
+                        help="share of identity/out_of_scope items given the articles --rag retrieves for their "
+                             "question as input (a model served with --rag sees articles with every question); "
+                             "default: 0.5 when grounded_answer is among --kinds (law_rag data), else 0")
     args = parser.parse_args(argv)
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = [k for k in args.kinds if k not in KINDS]
@@ -342,6 +354,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--kind_max {spec!r}: expected KIND=N with KIND one of --kinds ({', '.join(args.kinds)})")
         caps[kind] = int(n)
     args.kind_max = caps
+    if args.persona_articles is None:
+        args.persona_articles = 0.5 if "grounded_answer" in args.kinds else 0.0
+    if not 0 <= args.persona_articles <= 1:
+        parser.error(f"--persona_articles {args.persona_articles}: must be in [0, 1]")
     if not 0 < args.overlap_threshold <= 1:
         parser.error("--overlap_threshold must be in (0, 1]")
     return args

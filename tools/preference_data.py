@@ -191,8 +191,32 @@ def store_pairs(store: StatuteStore, kinds: list[str], rng: random.Random, max_q
                 continue
             pairs.append({"instruction": question["instruction"], "input": "", "chosen": chosen, "rejected": rejected,
                           "kind": kind, "source": article.citation,
-                          "_key": (article.law_name, article.number, article.suffix)})
+                          "_key": (article.law_name, article.number, article.suffix), "_article": article})
     return pairs, counts
+
+
+def add_retrieved_articles(pairs: list[dict], share: float, rng: random.Random, top_k: int = 3) -> int:
+    """Give ``share`` of the pairs the articles ``--rag`` retrieves for their question as ``input`` (the law_rag
+    template's prompt, as a model served with retrieval sees it); a store pair's own article is put among them when
+    BM25 misses it (its chosen answer quotes that article, and law_rag answers quote only given articles).
+    Returns how many pairs got articles."""
+    if share == 0:
+        return 0
+    from utils.rag import default_index, format_articles
+    from utils.retrieval import Hit
+
+    index, given = default_index(), 0
+    for pair in pairs:
+        if rng.random() >= share:
+            continue
+        hits = index.search(pair["instruction"], top_k)
+        article = pair.get("_article")
+        if article is not None and all(h.article is not article for h in hits):
+            hits = hits[:top_k - 1]
+            hits.insert(rng.randrange(len(hits) + 1), Hit(article, 0.0, 0))
+        pair["input"] = format_articles(hits)
+        given += 1
+    return given
 
 
 def persona_pairs(kinds: list[str], rng: random.Random, name: str, maker: str) -> list[dict]:
@@ -300,6 +324,7 @@ def build_store(args: argparse.Namespace, store: StatuteStore) -> tuple[list[dic
     corruptions = [k for k in args.kinds if k in CORRUPTIONS]
     pairs, checks = store_pairs(store, corruptions, rng, args.max_questions) if corruptions else ([], Counter())
     pairs += persona_pairs(args.kinds, rng, args.assistant_name, args.assistant_maker)
+    add_retrieved_articles(pairs, args.with_articles, rng)
     overlap, heldout = lawbench_filter(args, store), heldout_questions(args.heldout)
     by_kind: dict[str, list[dict]] = {k: [] for k in args.kinds}
     stats = {k: Counter() for k in args.kinds}
@@ -309,7 +334,7 @@ def build_store(args: argparse.Namespace, store: StatuteStore) -> tuple[list[dic
             reason = overlap.reason({**pair, "output": pair["chosen"] + "\n" + pair["rejected"]})
         stats[pair["kind"]][reason or "kept"] += 1
         if reason is None:
-            by_kind[pair["kind"]].append({k: v for k, v in pair.items() if k != "_key"})
+            by_kind[pair["kind"]].append({k: v for k, v in pair.items() if not k.startswith("_")})
     out = []
     for kind, kept in by_kind.items():
         if args.max_per_kind and len(kept) > args.max_per_kind:
@@ -329,6 +354,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_per_kind", type=int, default=0, help="store: at most this many pairs per kind (0: all)")
     parser.add_argument("--assistant_name", default=DEFAULT_NAME, help="identity pairs: the assistant's name")
     parser.add_argument("--assistant_maker", default=DEFAULT_MAKER, help="identity pairs: who made it")
+    parser.add_argument("--with_articles", type=float, default=0.0, metavar="SHARE",
+                        help="store: share of pairs given the articles --rag retrieves for their question as input "
+                             "(for a model trained with the law_rag template and served with --rag; default 0)")
     parser.add_argument("--questions", help="model: questions (.json/.jsonl: instruction or question, input, gold); "
                                             "default: the store's questions with their article as gold")
     parser.add_argument("--max_questions", type=int, default=0,
@@ -352,6 +380,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("max_per_kind", "max_questions"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0")
+    if not 0 <= args.with_articles <= 1:
+        parser.error(f"--with_articles {args.with_articles}: must be in [0, 1]")
     if args.num_samples < 2 or args.request_batch < 1:
         parser.error("--num_samples must be >= 2 and --request_batch >= 1")
     if args.source == "model" and args.temperature <= 0:
