@@ -35,13 +35,18 @@ def common(tiny_model_dir, data, out, *extra):
             "--seed", 3, *extra]
 
 
-def test_adapter_and_run_info_let_inference_find_everything(tiny_model_dir, data, tmp_path):
+def test_adapter_and_run_info_let_inference_find_everything(tiny_model_dir, data, tmp_path, monkeypatch):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from utils import sampling
     from utils.modeling import load_for_inference
 
+    drawn = []  # --group_by_length goes through our sampler (batches in random order, utils/sampling.py)
+    real_iter = sampling.ShuffledLengthGroupedSampler.__iter__
+    monkeypatch.setattr(sampling.ShuffledLengthGroupedSampler, "__iter__",
+                        lambda self: iter(drawn.extend(list(real_iter(self))) or drawn[-len(self):]))
     out = tmp_path / "sft"
     run(*common(tiny_model_dir, data, out, "--max_steps", 3, "--val_set_size", 2, "--cutoff_len", 512,
                 "--prompt_template_name",
@@ -53,6 +58,7 @@ def test_adapter_and_run_info_let_inference_find_everything(tiny_model_dir, data
     assert info["base_model"] == str(tiny_model_dir.resolve()) and info["prompt_template"] == "law_template"
     assert info["examples"] == {"train": 10, "eval": 2, "left_out_no_answer": 0} and info["global_step"] == 3
     assert info["args"]["train_sampling_strategy"] == "group_by_length" and info["args"]["train_on_inputs"] is False
+    assert sorted(drawn[:10]) == list(range(10))
     assert (out / "adapter_model.safetensors").is_file() and (out / "loss_curve.png").is_file()
     assert any((out / "runs").rglob("events.out.tfevents.*"))
     base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))

@@ -108,7 +108,7 @@ class LegacyArguments:
     val_set_size: float = field(default=0, metadata={
         "help": "held-out examples/documents: a count (>= 1) or a fraction (< 1); 0 = none"})
     group_by_length: bool = field(default=False, metadata={
-        "help": "batch examples of similar length together (= --train_sampling_strategy group_by_length)"})
+        "help": "batch examples of similar length together, the batches in random order (utils/sampling.py)"})
     wandb_project: str = field(default="", metadata=_optional_value("report to Weights & Biases under this project"))
     wandb_run_name: str = field(default="", metadata=_optional_value("W&B run name"))
     wandb_watch: str = field(default="", metadata=_optional_value("W&B watch: false | gradients | all"))
@@ -391,7 +391,19 @@ def make_trainer(prepared: Prepared, training: TrainingArguments, train_ds, eval
 
     class AdapterTrainer(trainer_class or Trainer):
         """Saves an adapter with only what merging and resuming need (see :func:`adapter_holds_embeddings`), and
-        only the trained one (trl keeps a frozen reference copy beside it); else the Trainer's own saving."""
+        only the trained one (trl keeps a frozen reference copy beside it); else the Trainer's own saving.
+        ``--group_by_length`` batches come in random order (utils/sampling.py)."""
+
+        def _get_train_sampler(self, *args, **kwargs):
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            from utils.sampling import ShuffledLengthGroupedSampler
+
+            sampler = super()._get_train_sampler(*args, **kwargs)
+            if type(sampler) is LengthGroupedSampler:
+                return ShuffledLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths,
+                                                    generator=sampler.generator)
+            return sampler
 
         def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
             if not self.args.should_save and not self.is_distributed_loading_by_transformers:
