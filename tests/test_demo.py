@@ -15,7 +15,7 @@ from utils import lawbench as L
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ["1. statute corpus", "1b. LawBench test sets", "2. legal vocabulary", "3a. continued pretraining",
          "3b. merge the pretraining", "4. knowledge-based instruction data", "5. LoRA instruction tuning",
-         "6. merge into", "7a. answer the example questions", "7b. the same with statute retrieval",
+         "5b. preference pairs", "5c. DPO on the SFT adapter", "6. merge into", "7a. answer the example questions", "7b. the same with statute retrieval",
          "8a. LawBench subset: base model", "8b. LawBench subset: demo model",
          "8c. LawBench subset: demo model + retrieval", "8d. comparison"]
 
@@ -65,6 +65,10 @@ def test_quick_demo_runs_every_stage_in_a_fresh_clone(tiny_model_dir, tmp_path):
     assert (clone / "data" / "eval" / "lawbench" / "manifest.json").is_file()
     assert "LawBench: 80 items from data/eval/lawbench; 1 articles asked in 1-1" in run.stdout
 
+    dpo = json.loads((tmp_path / "out" / "dpo" / "run_info.json").read_text(encoding="utf-8"))
+    assert dpo["stage"] == "dpo" and dpo["pairs"]["train"] > 0 and dpo["sft_adapter"].endswith("sft")
+    merged = json.loads((tmp_path / "lawgpt-demo" / "run_info.json").read_text(encoding="utf-8"))
+    assert merged["adapter_run_info"]["stage"] == "dpo" and merged["prompt_template"] == "law_rag"  # DPO merged
     model = tmp_path / "lawgpt-demo"
     assert (model / "model.safetensors").is_file() and (model / "tokenizer_config.json").is_file()
     # the legal tokenizer travelled through pretraining, merge and fine-tuning into the final model

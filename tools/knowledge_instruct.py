@@ -326,7 +326,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"comma-separated subset of {', '.join(KINDS)} (default: all but grounded_answer)")
     parser.add_argument("--max_per_kind", type=int, default=0, help="sample at most this many items per kind (0: all)")
     parser.add_argument("--kind_max", action="append", default=[], metavar="KIND=N",
-                        help="another cap for one kind (repeatable), e.g. grounded_answer=800")
+                        help="another cap for one kind (repeatable; 0: all of that kind), e.g. grounded_answer=800")
     parser.add_argument("--seed", type=int, default=42, help="phrasing choice, sampling and order")
     parser.add_argument("--lawbench_dir", action="append",
                         help="LawBench data folder to exclude overlaps with (repeatable): LawBench's own data or "
