@@ -61,6 +61,15 @@ def test_rejected_fails_the_checker_and_chosen_passes(store, questions, kind):
     assert made >= (3 if kind == "repealed_law" else 6)
 
 
+def test_legal_refusal_pairs_prefer_the_answer_to_the_scope_statement(store, questions):
+    pairs, _ = pd.store_pairs(store, [pd.REFUSAL], random.Random(0), name="法小助")
+    assert len(pairs) > 100
+    for pair in pairs[:50]:
+        assert pd.passes(pair["chosen"], store) and not check_citations(pair["rejected"], store)
+        assert is_scope_statement(pair["rejected"]) and "法小助" in pair["rejected"]
+        assert not is_scope_statement(pair["chosen"])
+
+
 def test_repealed_law_names_the_part_the_civil_code_replaced(store):
     rng = random.Random(0)
     for number, old in ((577, "合同法"), (1087, "婚姻法"), (1165, "侵权责任法"), (240, "物权法")):

@@ -10,6 +10,10 @@ made wrong in one controlled way, recorded as ``kind``:
 - ``misquote``            the right citation, the quote continued with another article's text: quote mismatch
 - ``unknown_law``         a law that does not exist (《刑》, 《民事法典》, 《劳动合约法》 …): unknown_law
 
+``legal_refusal`` pairs keep the other side honest: the same question, ``chosen`` the right answer, ``rejected`` the
+scope statement the out-of-scope pairs prefer — without them, DPO on identity and out-of-scope pairs learned to
+answer every legal question with 「不好意思，我是LaWGPT…」 (RESULTS.md, alignment).
+
 Every pair is checked: the chosen side passes the citation checker (all verified, quotes match), the rejected side
 fails it, or the pair is not written. ``identity`` and ``out_of_scope`` pairs (utils/persona.py) prefer the configured
 assistant name to another model's, and the scope statement to a legal-sounding answer to a question about cooking.
@@ -43,14 +47,16 @@ from tools.knowledge_instruct import DEFAULT_LAWBENCH_DIR, FIRST_SPECIAL_PART_AR
 from utils.citations import QUOTE_THRESHOLD, quote_similarity  # noqa: E402
 from utils.data import DataError, read_records, write_jsonl  # noqa: E402
 from utils.generators import GeneratorError, add_generator_arguments, generator_from_args  # noqa: E402
-from utils.persona import DEFAULT_MAKER, DEFAULT_NAME, identity_items, out_of_scope_items  # noqa: E402
+from utils.persona import DEFAULT_MAKER, DEFAULT_NAME, OUT_OF_SCOPE_ANSWERS, identity_items, out_of_scope_items  # noqa: E402,I001
 from utils.preference import assess, pick_pair, tier  # noqa: E402
 from utils.results_log import ResultsLog, item_key  # noqa: E402
 from utils.statutes import PRC, Article, StatuteError, StatuteStore, article_label  # noqa: E402
 
 CORRUPTIONS = ("repealed_law", "nonexistent_article", "wrong_article", "misquote", "unknown_law")
+REFUSAL = "legal_refusal"
 PERSONA = ("identity", "out_of_scope")
-KINDS = CORRUPTIONS + PERSONA
+KINDS = CORRUPTIONS + (REFUSAL,) + PERSONA
+REFUSAL_HINT = "相关问题可以咨询其他专业人士"
 DEFAULT_HELDOUT = ROOT / "resources" / "alignment_heldout.jsonl"
 QUOTE_CHARS = 160  # quote at most this much of an article (a sentence end when there is one)
 
@@ -168,10 +174,10 @@ def passes(text: str, store: StatuteStore) -> bool:
     return not a.wrong and a.cites_verified
 
 
-def store_pairs(store: StatuteStore, kinds: list[str], rng: random.Random, max_questions: int = 0
-                ) -> tuple[list[dict], Counter]:
-    """Corruption pairs for every store question (or a seeded sample of ``max_questions``) and every kind that
-    applies, each checked both ways."""
+def store_pairs(store: StatuteStore, kinds: list[str], rng: random.Random, max_questions: int = 0,
+                name: str = DEFAULT_NAME) -> tuple[list[dict], Counter]:
+    """Corruption pairs (and ``legal_refusal`` pairs) for every store question (or a seeded sample of
+    ``max_questions``) and every kind that applies, each checked both ways."""
     pairs, counts = [], Counter()
     questions = store_questions(store, rng)
     if max_questions and len(questions) > max_questions:
@@ -183,7 +189,10 @@ def store_pairs(store: StatuteStore, kinds: list[str], rng: random.Random, max_q
             counts["chosen_fails_checker"] += 1
             continue
         for kind in kinds:
-            rejected = corrupt(kind, article, template, store, rng)
+            if kind == REFUSAL:
+                rejected = rng.choice(OUT_OF_SCOPE_ANSWERS).format(name=name, hint=REFUSAL_HINT)
+            else:
+                rejected = corrupt(kind, article, template, store, rng)
             if rejected is None:
                 continue
             if passes(rejected, store):
@@ -321,8 +330,9 @@ def lawbench_filter(args: argparse.Namespace, store: StatuteStore) -> LawBenchOv
 
 def build_store(args: argparse.Namespace, store: StatuteStore) -> tuple[list[dict], dict]:
     rng = random.Random(args.seed)
-    corruptions = [k for k in args.kinds if k in CORRUPTIONS]
-    pairs, checks = store_pairs(store, corruptions, rng, args.max_questions) if corruptions else ([], Counter())
+    corruptions = [k for k in args.kinds if k in CORRUPTIONS or k == REFUSAL]
+    pairs, checks = store_pairs(store, corruptions, rng, args.max_questions, args.assistant_name) if corruptions \
+        else ([], Counter())
     pairs += persona_pairs(args.kinds, rng, args.assistant_name, args.assistant_maker)
     add_retrieved_articles(pairs, args.with_articles, rng)
     overlap, heldout = lawbench_filter(args, store), heldout_questions(args.heldout)
