@@ -82,7 +82,8 @@ def with_retrieved_articles(items: list[dict], share: float, rng, top_k: int = 3
     """Give ``share`` of ``items`` (picked with ``rng``) the articles ``--rag`` retrieves for their question as
     ``input``, in place; returns ``items``.
 
-    A model served with ``--rag`` gets articles with every question, "你是谁？" included (BM25 always finds some):
+    A model served with ``--rag`` gets articles with most questions, "你是谁？" included (a question BM25 finds
+    nothing for keeps an empty input, as it would when served):
     persona items trained only without articles did not carry over to such prompts (RESULTS.md, alignment). The
     articles are what utils/rag.prepare builds at serving time, so training and serving prompts are the same.
     Raises ValueError for a share outside [0, 1].
