@@ -12,7 +12,7 @@ from tiny_model import write_tiny_statute_db
 
 from utils import retrieval
 from utils.prompter import Prompter
-from utils.rag import RAG_TEMPLATE, finalize, prepare
+from utils.rag import RAG_TEMPLATE, add_retrieved_articles, finalize, prepare
 from utils.retrieval import BM25Index, index_documents, tokenize
 from utils.statutes import StatuteStore
 
@@ -108,6 +108,25 @@ def test_rag_prompt_and_record(index):
     assert record["citation_summary"]["repealed"] == 1
     with pytest.raises(ValueError, match="rag_top_k"):
         prepare("问题", top_k=0, index=index)
+
+
+def test_add_retrieved_articles_gives_the_serving_prompt_and_an_items_own_article(index, store):
+    import random
+
+    own = store.lookup("民法典", 1254)  # not what BM25 finds for a question about theft
+    items = [{"instruction": "有人入户盗窃怎么判？", "input": ""},
+             {"instruction": "入户盗窃怎么判？", "input": "", "_article": own},
+             {"instruction": "qzxv", "input": ""}]  # nothing to find: stays empty, as when served
+    assert add_retrieved_articles(items, 1.0, random.Random(0), top_k=3, index=index) == 3
+    assert items[0]["input"] == prepare("有人入户盗窃怎么判？", top_k=3, index=index).input  # what --rag sees
+    blocks = items[1]["input"].split("\n[")
+    assert len(blocks) == 3 and f"{own.citation}\n" in items[1]["input"]  # put among the top 3, one dropped
+    assert "第二百六十四条" in items[1]["input"]
+    assert items[2]["input"] == ""
+    untouched = [{"instruction": "入户盗窃怎么判？", "input": ""}]
+    assert add_retrieved_articles(untouched, 0.0, random.Random(0), index=index) == 0 and untouched[0]["input"] == ""
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        add_retrieved_articles(untouched, 1.5, random.Random(0), index=index)
 
 
 def test_bm25_matches_the_formula(tmp_path):

@@ -51,7 +51,6 @@ from utils.persona import (  # noqa: E402
     DEFAULT_NAME,
     identity_items,
     out_of_scope_items,
-    with_retrieved_articles,
 )
 from utils.statutes import NUMERAL, PRC, Article, StatuteError, StatuteStore, cn_to_int  # noqa: E402
 
@@ -194,7 +193,10 @@ def persona(kind: str, args: argparse.Namespace, rng: random.Random) -> list[dic
         out_of_scope_items(args.assistant_name)
     items = [{"instruction": i["instruction"], "input": "", "output": i["output"], "kind": kind, "source": "persona",
               "_key": None} for i in items]
-    return with_retrieved_articles(items, args.persona_articles, rng)
+    from utils.rag import add_retrieved_articles  # loads the BM25 index: only when asked for
+
+    add_retrieved_articles(items, args.persona_articles, rng)
+    return items
 
 
 # ---------------------------------------------------------------- LawBench overlap

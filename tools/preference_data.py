@@ -204,30 +204,6 @@ def store_pairs(store: StatuteStore, kinds: list[str], rng: random.Random, max_q
     return pairs, counts
 
 
-def add_retrieved_articles(pairs: list[dict], share: float, rng: random.Random, top_k: int = 3) -> int:
-    """Give ``share`` of the pairs the articles ``--rag`` retrieves for their question as ``input`` (the law_rag
-    template's prompt, as a model served with retrieval sees it); a store pair's own article is put among them when
-    BM25 misses it (its chosen answer quotes that article, and law_rag answers quote only given articles).
-    Returns how many pairs got articles."""
-    if share == 0:
-        return 0
-    from utils.rag import default_index, format_articles
-    from utils.retrieval import Hit
-
-    index, given = default_index(), 0
-    for pair in pairs:
-        if rng.random() >= share:
-            continue
-        hits = index.search(pair["instruction"], top_k)
-        article = pair.get("_article")
-        if article is not None and all(h.article is not article for h in hits):
-            hits = hits[:top_k - 1]
-            hits.insert(rng.randrange(len(hits) + 1), Hit(article, 0.0, 0))
-        pair["input"] = format_articles(hits)
-        given += 1
-    return given
-
-
 def persona_pairs(kinds: list[str], rng: random.Random, name: str, maker: str) -> list[dict]:
     pairs = []
     if "identity" in kinds:
@@ -334,7 +310,9 @@ def build_store(args: argparse.Namespace, store: StatuteStore) -> tuple[list[dic
     pairs, checks = store_pairs(store, corruptions, rng, args.max_questions, args.assistant_name) if corruptions \
         else ([], Counter())
     pairs += persona_pairs(args.kinds, rng, args.assistant_name, args.assistant_maker)
-    add_retrieved_articles(pairs, args.with_articles, rng)
+    from utils.rag import add_retrieved_articles  # loads the BM25 index: only when asked for
+
+    add_retrieved_articles(pairs, args.with_articles, rng)  # a store pair's own article (``_article``) among them
     overlap, heldout = lawbench_filter(args, store), heldout_questions(args.heldout)
     by_kind: dict[str, list[dict]] = {k: [] for k in args.kinds}
     stats = {k: Counter() for k in args.kinds}

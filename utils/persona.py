@@ -78,29 +78,6 @@ _SCOPE = re.compile(r"(?:不在|超出了?|超过了?)我的[^。，！？\n]{0,
                     r"|只(?:能|会)?(?:回答|解答|处理)[^。！？\n]{0,8}法律")
 
 
-def with_retrieved_articles(items: list[dict], share: float, rng, top_k: int = 3) -> list[dict]:
-    """Give ``share`` of ``items`` (picked with ``rng``) the articles ``--rag`` retrieves for their question as
-    ``input``, in place; returns ``items``.
-
-    A model served with ``--rag`` gets articles with most questions, "你是谁？" included (a question BM25 finds
-    nothing for keeps an empty input, as it would when served):
-    persona items trained only without articles did not carry over to such prompts (RESULTS.md, alignment). The
-    articles are what utils/rag.prepare builds at serving time, so training and serving prompts are the same.
-    Raises ValueError for a share outside [0, 1].
-    """
-    if not 0 <= share <= 1:
-        raise ValueError(f"share of persona items with retrieved articles must be in [0, 1], got {share}")
-    if share == 0:
-        return items
-    from utils.rag import default_index, prepare
-
-    index = default_index()
-    for item in items:
-        if rng.random() < share:
-            item["input"] = prepare(item["instruction"], top_k, index=index).input
-    return items
-
-
 def is_scope_statement(answer: str) -> bool:
     """Whether an answer says the question is outside what the assistant is for."""
     return bool(_SCOPE.search(answer))

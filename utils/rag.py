@@ -94,6 +94,32 @@ def prepare(question: str, top_k: int = 3, index: BM25Index | None = None,
     return RagContext(question, question, format_articles(hits, max_article_chars), hits, index.store)
 
 
+def add_retrieved_articles(items: list[dict], share: float, rng, top_k: int = 3,
+                           index: BM25Index | None = None) -> int:
+    """Give ``share`` of ``items`` (picked with ``rng``, a ``random.Random``) the articles ``--rag`` retrieves for
+    their ``instruction`` as ``input``, in place: the law_rag prompt a model served with retrieval sees, so that
+    training data (persona items, preference pairs) and serving prompts are the same. An item's own article
+    (``_article``, a statute the answer quotes) is put among the ``top_k`` at a random place when BM25 misses it:
+    law_rag answers quote only given articles. A question BM25 finds nothing for keeps an empty input, as when served.
+    Returns how many items got articles; raises ValueError for a share outside [0, 1]."""
+    if not 0 <= share <= 1:
+        raise ValueError(f"share of items with retrieved articles must be in [0, 1], got {share}")
+    if share == 0:
+        return 0
+    index, given = index or default_index(), 0
+    for item in items:
+        if rng.random() >= share:
+            continue
+        hits = retrieve(item["instruction"], top_k, index=index)
+        article = item.get("_article")
+        if article is not None and all(h.article is not article for h in hits):
+            hits = hits[:top_k - 1]
+            hits.insert(rng.randrange(len(hits) + 1), Hit(article, 0.0, 0))
+        item["input"] = format_articles(hits)
+        given += 1
+    return given
+
+
 def finalize(answer: str, context: RagContext | None = None, store: StatuteStore | None = None) -> dict:
     """The record infer.py writes and the web UI shows: answer, retrieved articles, citation verdicts."""
     store = store or (context.store if context else None) or StatuteStore.load()
