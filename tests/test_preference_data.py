@@ -108,12 +108,33 @@ def test_with_articles_gives_pairs_the_retrieved_articles_and_a_store_pair_its_o
         (verdict,) = check_citations(pair["chosen"], store)
         article = store.lookup(verdict.law_name, verdict.number)
         assert f"{article.citation}\n" in pair["input"] or f"{article.citation}（" in pair["input"], pair
-    assert any(p["input"] for p in pairs if p["kind"] == "identity")
+    identity = [p for p in pairs if p["kind"] == "identity"]
+    given = [p for p in identity if p["input"]]
+    assert given and len(given) < len(identity)  # BM25 finds nothing for some "who are you" questions
+    for pair in given:  # rejected: the first given article quoted as if it answered (what the SFT model did)
+        first = pair["input"].split("\n")[0]
+        citation = first[first.index("《"):].split("（")[0]
+        assert pair["rejected"].startswith(f"根据{citation}规定：“"), pair
+        assert names_assistant(pair["chosen"]) and not names_assistant(pair["rejected"])
+    assert all(p["rejected"] in pd.WRONG_IDENTITIES for p in identity if not p["input"])
     assert pd.main(["--output", str(out), "--max_questions", "30", "--no_lawbench_check", "--heldout", "",
                     "--kinds", "unknown_law", "--seed", "2"]) == 0
     assert not any(p["input"] for p in load_preference_data(out))  # default 0: no articles
     with pytest.raises(SystemExit):
         pd.parse_args(["--output", str(out), "--with_articles", "2"])
+
+
+def test_kind_max_caps_one_kind(tmp_path):
+    out = tmp_path / "pairs.jsonl"
+    assert pd.main(["--output", str(out), "--max_questions", "40", "--no_lawbench_check", "--heldout", "",
+                    "--kinds", "unknown_law,identity,out_of_scope", "--max_per_kind", "3",
+                    "--kind_max", "out_of_scope=7", "--kind_max", "identity=0"]) == 0
+    kinds = [p["kind"] for p in load_preference_data(out)]
+    assert kinds.count("unknown_law") == 3 and kinds.count("out_of_scope") == 7
+    assert kinds.count("identity") == len(identity_items())  # 0: all of that kind
+    for bad in ("out_of_scope", "misquote=3", "out_of_scope=x"):  # no N, a kind not in --kinds, not a number
+        with pytest.raises(SystemExit):
+            pd.parse_args(["--output", str(out), "--kinds", "unknown_law,out_of_scope", "--kind_max", bad])
 
 
 def test_identity_and_out_of_scope_items_and_pairs():

@@ -321,6 +321,17 @@ def build(args: argparse.Namespace) -> tuple[list[dict], dict]:
     return out, stats
 
 
+def kind_caps(parser: argparse.ArgumentParser, specs: list[str], kinds: list[str]) -> dict[str, int]:
+    """``--kind_max KIND=N`` values → {kind: N}; a malformed one or a kind not among ``kinds`` is a parser error."""
+    caps = {}
+    for spec in specs:
+        kind, _, n = spec.partition("=")
+        if kind not in kinds or not n.isdigit():
+            parser.error(f"--kind_max {spec!r}: expected KIND=N with KIND one of --kinds ({', '.join(kinds)})")
+        caps[kind] = int(n)
+    return caps
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="JSONL to write (instruction, input, output, kind, source)")
@@ -349,13 +360,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--kinds: unknown kind(s) {unknown}; choose from {', '.join(KINDS)}")
     if args.max_per_kind < 0:
         parser.error("--max_per_kind must be >= 0")
-    caps = {}
-    for spec in args.kind_max:
-        kind, _, n = spec.partition("=")
-        if kind not in args.kinds or not n.isdigit():
-            parser.error(f"--kind_max {spec!r}: expected KIND=N with KIND one of --kinds ({', '.join(args.kinds)})")
-        caps[kind] = int(n)
-    args.kind_max = caps
+    args.kind_max = kind_caps(parser, args.kind_max, args.kinds)
     if args.persona_articles is None:
         args.persona_articles = 0.5 if "grounded_answer" in args.kinds else 0.0
     if not 0 <= args.persona_articles <= 1:

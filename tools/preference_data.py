@@ -43,10 +43,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.knowledge_instruct import DEFAULT_LAWBENCH_DIR, FIRST_SPECIAL_PART_ARTICLE, LawBenchOverlap, eligible, read_lawbench  # noqa: E402,I001
+from tools.knowledge_instruct import DEFAULT_LAWBENCH_DIR, FIRST_SPECIAL_PART_ARTICLE, LawBenchOverlap, eligible, kind_caps, read_lawbench  # noqa: E402,I001
 from utils.citations import QUOTE_THRESHOLD, quote_similarity  # noqa: E402
 from utils.data import DataError, read_records, write_jsonl  # noqa: E402
 from utils.generators import GeneratorError, add_generator_arguments, generator_from_args  # noqa: E402
+from utils.grounded import answer as grounded_answer  # noqa: E402
 from utils.persona import DEFAULT_MAKER, DEFAULT_NAME, OUT_OF_SCOPE_ANSWERS, identity_items, out_of_scope_items  # noqa: E402,I001
 from utils.preference import assess, pick_pair, tier  # noqa: E402
 from utils.results_log import ResultsLog, item_key  # noqa: E402
@@ -221,6 +222,19 @@ def persona_pairs(kinds: list[str], rng: random.Random, name: str, maker: str) -
     return pairs
 
 
+def reject_quoting_given_articles(pairs: list[dict], rng: random.Random) -> int:
+    """Identity and out-of-scope pairs given retrieved articles reject what a model trained on grounded answers does
+    with such a prompt: quote the first article as if it settled the question (the demo's SFT model answered 87% of
+    held-out out-of-scope questions so, 「根据《铁路法》第五十一条规定：…」 for a travel route; RESULTS.md, alignment).
+    Needs ``_hits`` (utils/rag.add_retrieved_articles ``keep_hits``); returns how many rejected answers it set."""
+    changed = 0
+    for pair in pairs:
+        if pair["kind"] in PERSONA and pair.get("_hits"):
+            pair["rejected"] = grounded_answer(pair["_hits"][0].article, rng)
+            changed += 1
+    return changed
+
+
 # ---------------------------------------------------------------- on-policy
 
 
@@ -312,7 +326,8 @@ def build_store(args: argparse.Namespace, store: StatuteStore) -> tuple[list[dic
     pairs += persona_pairs(args.kinds, rng, args.assistant_name, args.assistant_maker)
     from utils.rag import add_retrieved_articles  # loads the BM25 index: only when asked for
 
-    add_retrieved_articles(pairs, args.with_articles, rng)  # a store pair's own article (``_article``) among them
+    add_retrieved_articles(pairs, args.with_articles, rng, keep_hits=True)  # a store pair's own article among them
+    reject_quoting_given_articles(pairs, rng)
     overlap, heldout = lawbench_filter(args, store), heldout_questions(args.heldout)
     by_kind: dict[str, list[dict]] = {k: [] for k in args.kinds}
     stats = {k: Counter() for k in args.kinds}
@@ -325,8 +340,9 @@ def build_store(args: argparse.Namespace, store: StatuteStore) -> tuple[list[dic
             by_kind[pair["kind"]].append({k: v for k, v in pair.items() if not k.startswith("_")})
     out = []
     for kind, kept in by_kind.items():
-        if args.max_per_kind and len(kept) > args.max_per_kind:
-            kept = rng.sample(kept, args.max_per_kind)
+        cap = args.kind_max.get(kind, args.max_per_kind)
+        if cap and len(kept) > cap:
+            kept = rng.sample(kept, cap)
         stats[kind]["written"] = len(kept)
         out += kept
     rng.shuffle(out)
@@ -340,6 +356,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="store: corruption pairs from the statute store; model: rank a model's own answers")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"store: comma-separated subset of {', '.join(KINDS)}")
     parser.add_argument("--max_per_kind", type=int, default=0, help="store: at most this many pairs per kind (0: all)")
+    parser.add_argument("--kind_max", action="append", default=[], metavar="KIND=N",
+                        help="store: another cap for one kind (repeatable; 0: all of that kind), e.g. out_of_scope=12")
     parser.add_argument("--assistant_name", default=DEFAULT_NAME, help="identity pairs: the assistant's name")
     parser.add_argument("--assistant_maker", default=DEFAULT_MAKER, help="identity pairs: who made it")
     parser.add_argument("--with_articles", type=float, default=0.0, metavar="SHARE",
@@ -368,6 +386,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("max_per_kind", "max_questions"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0")
+    args.kind_max = kind_caps(parser, args.kind_max, args.kinds)
     if not 0 <= args.with_articles <= 1:
         parser.error(f"--with_articles {args.with_articles}: must be in [0, 1]")
     if args.num_samples < 2 or args.request_batch < 1:

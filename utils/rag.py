@@ -95,12 +95,13 @@ def prepare(question: str, top_k: int = 3, index: BM25Index | None = None,
 
 
 def add_retrieved_articles(items: list[dict], share: float, rng, top_k: int = 3,
-                           index: BM25Index | None = None) -> int:
+                           index: BM25Index | None = None, keep_hits: bool = False) -> int:
     """Give ``share`` of ``items`` (picked with ``rng``, a ``random.Random``) the articles ``--rag`` retrieves for
     their ``instruction`` as ``input``, in place: the law_rag prompt a model served with retrieval sees, so that
     training data (persona items, preference pairs) and serving prompts are the same. An item's own article
     (``_article``, a statute the answer quotes) is put among the ``top_k`` at a random place when BM25 misses it:
     law_rag answers quote only given articles. A question BM25 finds nothing for keeps an empty input, as when served.
+    ``keep_hits``: the given articles' hits also go to ``item["_hits"]`` (in ``input`` order), for data built from them.
     Returns how many items got articles; raises ValueError for a share outside [0, 1]."""
     if not 0 <= share <= 1:
         raise ValueError(f"share of items with retrieved articles must be in [0, 1], got {share}")
@@ -116,6 +117,8 @@ def add_retrieved_articles(items: list[dict], share: float, rng, top_k: int = 3,
             hits = hits[:top_k - 1]
             hits.insert(rng.randrange(len(hits) + 1), Hit(article, 0.0, 0))
         item["input"] = format_articles(hits)
+        if keep_hits:
+            item["_hits"] = hits
         given += 1
     return given
 
