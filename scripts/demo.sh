@@ -9,7 +9,7 @@
 #   bash scripts/demo.sh              # full demo (~30 min on 2 CPU cores, see README)
 #   QUICK=1 bash scripts/demo.sh      # smoke run: tiny step counts (< 5 min)
 #   BASE_MODEL=path/to/model OUT=outputs/demo-x bash scripts/demo.sh   # another base model / place
-#   DPO=1 bash scripts/demo.sh        # + a DPO step (5b, 5c) on the SFT adapter before the merge (~10 min more)
+#   DPO=1 bash scripts/demo.sh        # + a DPO step (5b, 5c) on the SFT adapter before the merge (~4 min more)
 #   EXPORT_GGUF=1 bash scripts/demo.sh  # + step 9: $FINAL_MODEL.gguf for llama.cpp / Ollama (GGUF_TYPE=q8_0)
 #
 # Every step is skipped when its output exists, so a second run only redoes what is missing
@@ -28,15 +28,15 @@ LAWBENCH_DATA="${LAWBENCH_DATA:-data/eval/lawbench}"
 
 # The instruction data: grounded answers (an everyday question + the articles --rag retrieves for it → a short
 # answer citing and quoting the right one, or saying they do not settle it) make about half of it, trained with the
-# law_rag template so --rag prompts are what the model saw; plus statute recitation, charges and all persona items
-# (identity, out of scope: ~37% of the data, short; about half of them with the articles --rag retrieves for them).
+# law_rag template so --rag prompts are what the model saw; plus statute recitation, charges and persona items
+# (all identity items, 226 out-of-scope ones: ~37% of the data, short; half with the articles --rag retrieves).
 SFT_KINDS="grounded_answer,article_content,charge_definition,article_charge,identity,out_of_scope"
 SFT_TEMPLATE=law_rag
 SFT_TARGETS="all-linear"  # LoRA on every linear layer: 5x the trainable parameters of q,v for 1.08x the step time
 if [ "$QUICK" = "1" ]; then
   VOCAB_SP_SIZE=2000;  VOCAB_MAX_ADDED=300
   CLM_STEPS=2;  CLM_BLOCK=128; CLM_BATCH=2; CLM_VAL_DOCS=2; CLM_EVAL_ON_START=False
-  SFT_PER_KIND=20; SFT_GROUNDED=40; SFT_PERSONA=20; SFT_STEPS=2; SFT_BATCH=2; SFT_CUTOFF=640; SFT_VAL=4
+  SFT_PER_KIND=20; SFT_GROUNDED=40; SFT_IDENTITY=20; SFT_OOS=20; SFT_STEPS=2; SFT_BATCH=2; SFT_CUTOFF=640; SFT_VAL=4
   DPO_PER_KIND=1; DPO_STEPS=1; DPO_BATCH=2
   GEN_TOKENS=24; EVAL_TASKS="1-1,3-3"; EVAL_LIMIT=1; EVAL_TOKENS=16
 else
@@ -45,9 +45,11 @@ else
   # a grounded item is ~360 tokens (3 articles + question + answer): cutoff 640 keeps its answer and EOS whole;
   # batches grouped by length carry ~1,000 tokens, what a 4 x 256 step carried before
   # the steps keep the whole demo within 1.25x the old recipe's wall time (RESULTS.md, issues 13 and 16)
-  SFT_PER_KIND=60; SFT_GROUNDED=500; SFT_PERSONA=0; SFT_STEPS=40; SFT_BATCH=4; SFT_CUTOFF=640; SFT_VAL=16
-  # DPO=1: one pass over 6 pairs of each kind (5 citation corruptions, identity, out of scope), half with articles;
-  # ~600 s on 2 cores, over the demo's time budget, hence off by default (RESULTS.md, alignment)
+  # SFT computes the LM head on answer tokens only (utils/answer_logits.py): 2x faster steps paid for 60 steps
+  SFT_PER_KIND=60; SFT_GROUNDED=500; SFT_IDENTITY=0; SFT_OOS=226; SFT_STEPS=60; SFT_BATCH=4; SFT_CUTOFF=640; SFT_VAL=16
+  # DPO=1: 40 of 48 pairs, 6 of each kind (5 citation corruptions, legal_refusal, identity, out of scope), half with
+  # articles, one pair per micro-batch (no padding);
+  # ~250 s on 2 cores, over the demo's time budget, hence off by default (RESULTS.md, alignment)
   DPO_PER_KIND=6; DPO_STEPS=10; DPO_BATCH=4
   GEN_TOKENS=256; EVAL_TASKS="1-1,2-1,3-1,3-3"; EVAL_LIMIT=10; EVAL_TOKENS=64
 fi
@@ -109,7 +111,7 @@ step "3b. merge the pretraining adapter" "$OUT/legal-base/run_info.json" -- \
 step "4. knowledge-based instruction data (grounded answers + statutes + persona)" "$OUT/sft_data.jsonl" -- \
   python tools/knowledge_instruct.py --output "$OUT/sft_data.jsonl" --kinds "$SFT_KINDS" \
     --max_per_kind "$SFT_PER_KIND" --kind_max "grounded_answer=$SFT_GROUNDED" --kind_max "article_charge=$((SFT_PER_KIND / 2))" \
-    --kind_max "identity=$SFT_PERSONA" --kind_max "out_of_scope=$SFT_PERSONA" --seed 0 --lawbench_dir "$LAWBENCH_DATA"
+    --kind_max "identity=$SFT_IDENTITY" --kind_max "out_of_scope=$SFT_OOS" --seed 0 --lawbench_dir "$LAWBENCH_DATA"
 
 step "5. LoRA instruction tuning (law_rag template)" "$OUT/sft/run_info.json" -- \
   python finetune.py --base_model "$OUT/legal-base" --data_path "$OUT/sft_data.jsonl" --output_dir "$OUT/sft" \
@@ -129,8 +131,8 @@ if [ "$DPO" = "1" ]; then
       --seed 0 --lawbench_dir "$LAWBENCH_DATA"
   step "5c. DPO on the SFT adapter" "$OUT/dpo/run_info.json" -- \
     python dpo.py --base_model "$OUT/legal-base" --sft_adapter "$OUT/sft" --data_path "$OUT/pref_data.jsonl" \
-      --output_dir "$OUT/dpo" --beta 0.1 --loss_type sigmoid --learning_rate 2e-4 --batch_size "$DPO_BATCH" \
-      --micro_batch_size "$DPO_BATCH" --max_steps "$DPO_STEPS" --cutoff_len "$SFT_CUTOFF" --logging_steps 1 \
+      --output_dir "$OUT/dpo" --beta 0.1 --loss_type sigmoid --learning_rate 1e-4 --batch_size "$DPO_BATCH" \
+      --micro_batch_size 1 --max_steps "$DPO_STEPS" --cutoff_len "$SFT_CUTOFF" --logging_steps 1 \
       --save_strategy no --report_to none
   LAST_ADAPTER="$OUT/dpo"
 fi

@@ -389,10 +389,20 @@ def make_trainer(prepared: Prepared, training: TrainingArguments, train_ds, eval
     from transformers import DataCollatorForSeq2Seq, Trainer
     from transformers.trainer import TRAINING_ARGS_NAME
 
+    from utils.answer_logits import keep_answer_logits, supports_answer_logits
+
     class AdapterTrainer(trainer_class or Trainer):
         """Saves an adapter with only what merging and resuming need (see :func:`adapter_holds_embeddings`), and
         only the trained one (trl keeps a frozen reference copy beside it); else the Trainer's own saving.
-        ``--group_by_length`` batches come in random order (utils/sampling.py)."""
+        ``--group_by_length`` batches come in random order (utils/sampling.py). With our collator (SFT, CLM) the
+        LM head runs on the answer positions only (utils/answer_logits.py); trl's trainers bring their own."""
+
+        answer_logits = False  # set below, once the model is known
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            if self.answer_logits:
+                inputs = keep_answer_logits(inputs)
+            return super().compute_loss(model, inputs, *args, **kwargs)
 
         def _get_train_sampler(self, *args, **kwargs):
             from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -431,8 +441,10 @@ def make_trainer(prepared: Prepared, training: TrainingArguments, train_ds, eval
         trainer_kwargs.setdefault("data_collator", DataCollatorForSeq2Seq(
             prepared.tokenizer, padding=True, pad_to_multiple_of=8, label_pad_token_id=IGNORE_INDEX,
             return_tensors="pt"))
-    return AdapterTrainer(model=prepared.model, args=training, train_dataset=train_ds, eval_dataset=eval_ds,
-                          processing_class=prepared.tokenizer, **trainer_kwargs)
+    trainer = AdapterTrainer(model=prepared.model, args=training, train_dataset=train_ds, eval_dataset=eval_ds,
+                             processing_class=prepared.tokenizer, **trainer_kwargs)
+    trainer.answer_logits = trainer_class is None and supports_answer_logits(prepared.model)
+    return trainer
 
 
 def train_and_save(trainer, prepared: Prepared, training: TrainingArguments, info: dict) -> dict:
