@@ -29,7 +29,8 @@ LAWBENCH_DATA="${LAWBENCH_DATA:-data/eval/lawbench}"
 # The instruction data: grounded answers (an everyday question + the articles --rag retrieves for it → a short
 # answer citing and quoting the right one, or saying they do not settle it) make about half of it, trained with the
 # law_rag template so --rag prompts are what the model saw; plus statute recitation, charges and persona items
-# (all identity items, 226 out-of-scope ones: ~37% of the data, short; half with the articles --rag retrieves).
+# (all identity items, 226 out-of-scope ones: ~37% of the data, short; 90% with the articles --rag retrieves, as
+# served: with half, the model named itself on 45% of held-out identity questions under --rag, with 90% on 70%).
 SFT_KINDS="grounded_answer,article_content,charge_definition,article_charge,identity,out_of_scope"
 SFT_TEMPLATE=law_rag
 SFT_TARGETS="all-linear"  # LoRA on every linear layer: 5x the trainable parameters of q,v for 1.08x the step time
@@ -45,8 +46,8 @@ else
   # a grounded item is ~360 tokens (3 articles + question + answer): cutoff 640 keeps its answer and EOS whole;
   # batches grouped by length carry ~1,000 tokens, what a 4 x 256 step carried before
   # the steps keep the whole demo within 1.25x the old recipe's wall time (RESULTS.md, issues 13 and 16)
-  # SFT computes the LM head on answer tokens only (utils/answer_logits.py): 2x faster steps paid for 60 steps
-  SFT_PER_KIND=60; SFT_GROUNDED=500; SFT_IDENTITY=0; SFT_OOS=226; SFT_STEPS=60; SFT_BATCH=4; SFT_CUTOFF=640; SFT_VAL=16
+  # SFT computes the LM head on answer tokens only (utils/answer_logits.py): 2x faster steps paid for 56 steps
+  SFT_PER_KIND=60; SFT_GROUNDED=500; SFT_IDENTITY=0; SFT_OOS=226; SFT_STEPS=56; SFT_BATCH=4; SFT_CUTOFF=640; SFT_VAL=16
   # DPO=1: 40 of 48 pairs, 6 of each kind (5 citation corruptions, legal_refusal, identity, out of scope), half with
   # articles, one pair per micro-batch (no padding);
   # ~250 s on 2 cores, over the demo's time budget, hence off by default (RESULTS.md, alignment)
@@ -111,7 +112,8 @@ step "3b. merge the pretraining adapter" "$OUT/legal-base/run_info.json" -- \
 step "4. knowledge-based instruction data (grounded answers + statutes + persona)" "$OUT/sft_data.jsonl" -- \
   python tools/knowledge_instruct.py --output "$OUT/sft_data.jsonl" --kinds "$SFT_KINDS" \
     --max_per_kind "$SFT_PER_KIND" --kind_max "grounded_answer=$SFT_GROUNDED" --kind_max "article_charge=$((SFT_PER_KIND / 2))" \
-    --kind_max "identity=$SFT_IDENTITY" --kind_max "out_of_scope=$SFT_OOS" --seed 0 --lawbench_dir "$LAWBENCH_DATA"
+    --kind_max "identity=$SFT_IDENTITY" --kind_max "out_of_scope=$SFT_OOS" --persona_articles 0.9 --seed 0 \
+    --lawbench_dir "$LAWBENCH_DATA"
 
 step "5. LoRA instruction tuning (law_rag template)" "$OUT/sft/run_info.json" -- \
   python finetune.py --base_model "$OUT/legal-base" --data_path "$OUT/sft_data.jsonl" --output_dir "$OUT/sft" \
