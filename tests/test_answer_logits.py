@@ -75,3 +75,42 @@ def test_the_sft_trainer_uses_it(tiny_model_dir):
     args = TrainingArguments(output_dir="unused", report_to=[], use_cpu=True)
     assert make_trainer(Prepared(), args, None, None).answer_logits is True
     assert supports_answer_logits(torch.nn.Linear(2, 2)) is False  # not a causal LM: forward left alone
+
+
+def test_trl_fused_head_scores_answer_rows_only_with_the_same_result(tiny_model_dir, monkeypatch):
+    """dpo.py's CPU fix: trl's fused LM head given only the labelled rows (as on CUDA) gives the log-probs and
+    gradients of its every-row CPU path, and really is given fewer rows (a trl upgrade that drops the hook fails)."""
+    import trl.trainer.utils as trl_utils
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from utils.answer_logits import fused_head_on_answer_positions
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    add_fused_lm_head(model)
+    torch.manual_seed(0)
+    ids = torch.randint(3, model.config.vocab_size, (2, 16))
+    labels = ids.clone()
+    labels[0, :10] = M
+    labels[1, :6] = M
+    labels[1, 13:] = M
+    rows = []
+    apply = trl_utils._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply",
+                        lambda hidden, *rest: rows.append(hidden.shape[0]) or apply(hidden, *rest))
+
+    def log_probs_and_grads():
+        model.zero_grad()
+        out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        out.log_probs.sum().backward()
+        return out.log_probs.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    full, full_grads = log_probs_and_grads()
+    with fused_head_on_answer_positions():
+        answer, grads = log_probs_and_grads()
+    assert rows == [2 * 15, (6 + 7)]  # every shifted position, then the 13 labelled ones
+    assert trl_utils._use_triton(torch.device("cpu")) is False  # restored after the block
+    torch.testing.assert_close(answer, full, rtol=1e-5, atol=1e-6)
+    assert (answer[0, :9] == 0).all()
+    for g, f in zip(grads, full_grads):
+        torch.testing.assert_close(g, f, rtol=1e-4, atol=1e-6)

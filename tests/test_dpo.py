@@ -43,9 +43,16 @@ def logged(out, key="loss"):
     return [h[key] for h in state["log_history"] if key in h]
 
 
-def test_loss_falls_and_the_adapter_saves_merges_and_loads(tiny_model_dir, pairs, tmp_path):
+def test_loss_falls_and_the_adapter_saves_merges_and_loads(tiny_model_dir, pairs, tmp_path, monkeypatch):
+    import trl.trainer.utils as trl_utils
+
+    cpu_compact = []  # per fused-head call: whether trl scored the answer rows only on the CPU
+    apply = trl_utils._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", lambda *a: cpu_compact.append(
+        trl_utils._use_triton(torch.device("cpu"))) or apply(*a))
     out = tmp_path / "dpo"
     metrics = run(*common(tiny_model_dir, pairs, out, "--max_steps", 5, "--save_strategy", "no"))
+    assert cpu_compact and all(cpu_compact)  # utils/answer_logits.fused_head_on_answer_positions was on
     losses = logged(out)
     assert len(losses) == 5 and losses[0] == pytest.approx(0.6931, abs=1e-3)  # log 2: policy == reference at start
     assert losses[-1] < losses[0] - 0.05 and logged(out, "rewards/accuracies")[-1] == 1

@@ -8,12 +8,15 @@ the last N positions only) and ``shift_labels`` (ForCausalLMLoss's pre-shifted t
 loss: the batch gets both, the Trainer's loss, ``num_items_in_batch`` normalisation and gradient accumulation stay
 the Trainer's own. Same loss and gradients as the full forward (tests/test_answer_logits.py); speed in RESULTS.md.
 
-trl's DPOTrainer does the same for preference pairs already (its fused LM head scores the completion only).
+trl's DPOTrainer brings its own fused LM head (trl.trainer.utils.add_fused_lm_head), which scores only the
+completion on CUDA/XPU but every position on other devices (fixed tile shapes for compilers such as Neuron's). On a
+CPU that is the whole head again, 4x the answer: :func:`fused_head_on_answer_positions` gives the CPU the CUDA path.
 """
 
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 
 from utils.data import IGNORE_INDEX
 
@@ -57,3 +60,25 @@ def keep_answer_logits(inputs: dict) -> dict:
         return inputs
     shift_labels = torch.nn.functional.pad(labels[:, length - keep + 1:], (0, 1), value=IGNORE_INDEX)
     return {**inputs, "logits_to_keep": keep, "shift_labels": shift_labels.contiguous()}
+
+
+@contextmanager
+def fused_head_on_answer_positions():
+    """Within the block, trl's fused LM head scores only the labelled positions on a CPU too, as it does on CUDA.
+
+    trl decides per call with ``trl.trainer.utils._use_triton(device)`` whether to pass only the labelled rows to its
+    chunked log-prob function (which itself runs on any device; it asks its own module whether to use Triton, so
+    this choice does not change the kernel). The rows that are left out are the ones trl zeroes afterwards, so the
+    log-probs and gradients are the same (tests/test_answer_logits.py). A trl without that hook is left as it is.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:
+        yield
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
