@@ -23,7 +23,7 @@ Pairs are ``instruction`` (or ``prompt``), optional ``input`` and ``history``, `
 --prompt_template_name: our templates or ``chat``) and tokenised exactly as finetune.py does (utils/preference.py); trl
 masks the prompt. --beta, --loss_type (sigmoid; trl's others: ipo, hinge, robust, … or several with --loss_weights,
 e.g. ``--loss_type sigmoid sft``) and every DPOConfig flag pass through. Everything else is shared with the other
-stages (utils/training.py): argument groups, the legacy batch flags, resume (--resume_from_checkpoint), saving,
+stages (utils/training.py, utils/trainer.py): argument groups, the legacy batch flags, resume (--resume_from_checkpoint), saving,
 run_info.json. ``python dpo.py --help`` lists every flag.
 """
 
@@ -39,17 +39,14 @@ from utils.data import DataError, expand_paths, files_sha256
 from utils.modeling import read_run_info
 from utils.preference import load_preference_data, preference_example
 from utils.prompter import Prompter
+from utils.trainer import args_record, make_trainer, run_entry, train_and_save
 from utils.training import (
     ConfigError,
     LawTrainingArguments,
-    args_record,
     log,
-    make_trainer,
     parse_args,
     prepare_model,
-    run_entry,
     split_holdout,
-    train_and_save,
 )
 
 DEFAULT_TEMPLATE = "law_template"

@@ -39,15 +39,12 @@ from utils.chat_template import CHAT, make_prompter, write_chat_template
 from utils.data import expand_paths
 from utils.prompter import Prompter
 from utils.train_data import PipelineArguments, build_sft, file_digests, prompter_key
+from utils.trainer import args_record, make_trainer, run_entry, train_and_save
 from utils.training import (
     ConfigError,
-    args_record,
     log,
-    make_trainer,
     parse_args,
     prepare_model,
-    run_entry,
-    train_and_save,
 )
 
 

@@ -35,16 +35,13 @@ from pathlib import Path
 from utils.data import DataError, expand_paths
 from utils.streaming import check_resume, streaming_blocks
 from utils.train_data import PipelineArguments, build_clm, file_digests
+from utils.trainer import args_record, make_trainer, run_entry, train_and_save
 from utils.training import (
     ConfigError,
-    args_record,
     log,
-    make_trainer,
     parse_args,
     prepare_model,
     resolve_resume,
-    run_entry,
-    train_and_save,
 )
 
 DOC_SUFFIXES = (".json", ".jsonl", ".txt", ".md")

@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
 
     import finetune
     import train_clm
-    from utils.training import run_entry
+    from utils.trainer import run_entry
 
     scripts = {"train_clm": train_clm, "finetune": finetune}
     if not argv or len(argv) % 2:

@@ -61,7 +61,7 @@ def test_same_loss_and_gradients_as_the_full_forward(tiny_model_dir, num_items):
 
 
 def test_the_sft_trainer_uses_it(tiny_model_dir):
-    from utils.training import make_trainer
+    from utils.trainer import make_trainer
 
     class Prepared:  # what make_trainer reads
         def __init__(self):

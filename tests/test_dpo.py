@@ -138,7 +138,7 @@ def test_malformed_pairs_name_file_and_line(tmp_path, line, message):
 
 
 def test_full_dpo_is_refused_with_one_line(tiny_model_dir, pairs, tmp_path, capsys):
-    from utils.training import run_entry
+    from utils.trainer import run_entry
 
     argv = [str(a) for a in common(tiny_model_dir, pairs, tmp_path / "x", "--lora_r", 0)]
     assert run_entry("dpo", dpo.parse, dpo.main, argv) == 1

@@ -145,7 +145,7 @@ def test_all_linear_adapts_every_linear_layer_but_the_head(tiny_model_dir, data,
 @pytest.mark.parametrize("problem", ["unknown_template", "8bit_on_cpu", "bad_batch", "no_answer_fits", "bad_target",
                                      "all_linear_and_more", "chat_without_template"])
 def test_argument_errors_are_one_line(tiny_model_dir, data, tmp_path, capsys, problem):
-    from utils.training import run_entry
+    from utils.trainer import run_entry
 
     extra, expected = {
         "unknown_template": (["--prompt_template_name", "nope"], "unknown prompt template 'nope'"),
