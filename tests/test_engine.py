@@ -218,6 +218,7 @@ def test_a_request_cancelled_while_waiting_never_runs(tiny_model_dir):
     assert waiting.wait(30).finish_reason == "stopped" and waiting.result.new_tokens == 0
     assert running.wait(30).finish_reason == "stopped" and running.result.new_tokens < 300
     engine.close()
+    assert not engine.batcher._thread.is_alive()  # joined: a thread left in torch at exit aborts the process
 
 
 
