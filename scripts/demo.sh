@@ -9,7 +9,7 @@
 #   bash scripts/demo.sh              # full demo (~30 min on 2 CPU cores, see README)
 #   QUICK=1 bash scripts/demo.sh      # smoke run: tiny step counts (< 5 min)
 #   BASE_MODEL=path/to/model OUT=outputs/demo-x bash scripts/demo.sh   # another base model / place
-#   DPO=1 bash scripts/demo.sh        # + a DPO step (5b, 5c) on the SFT adapter before the merge (~4 min more)
+#   DPO=1 bash scripts/demo.sh        # + a DPO step (5b, 5c) on the SFT adapter before the merge (~2 min more)
 #   EXPORT_GGUF=1 bash scripts/demo.sh  # + step 9: $FINAL_MODEL.gguf for llama.cpp / Ollama (GGUF_TYPE=q8_0)
 #
 # Every step is skipped when its output exists, so a second run only redoes what is missing
@@ -50,7 +50,8 @@ else
   SFT_PER_KIND=60; SFT_GROUNDED=500; SFT_IDENTITY=0; SFT_OOS=226; SFT_STEPS=56; SFT_BATCH=4; SFT_CUTOFF=640; SFT_VAL=16
   # DPO=1: 40 of 48 pairs, 6 of each kind (5 citation corruptions, legal_refusal, identity, out of scope), half with
   # articles, one pair per micro-batch (no padding);
-  # ~250 s on 2 cores, over the demo's time budget, hence off by default (RESULTS.md, alignment)
+  # ~125 s on 2 cores (1.39x the previous recipe in all), over the demo's time budget, hence off by default
+  # (RESULTS.md, alignment)
   DPO_PER_KIND=6; DPO_STEPS=10; DPO_BATCH=4
   GEN_TOKENS=256; EVAL_TASKS="1-1,2-1,3-1,3-3"; EVAL_LIMIT=10; EVAL_TOKENS=64
 fi
