@@ -31,6 +31,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import utils  # noqa: F401  first: it quiets bitsandbytes' CPU-kernel warning, which trl's import would print
+
+# isort: split
 from trl import DPOConfig, DPOTrainer
 
 from utils.answer_logits import fused_head_on_answer_positions

@@ -161,3 +161,15 @@ def test_torchrun_two_processes_on_cpu(tiny_model_dir, pairs, tmp_path):
     info = read_run_info(out)
     assert info["world_size"] == 2 and info["global_step"] == 1
     assert info["args"]["gradient_accumulation_steps"] == 1  # batch 4 = 2 pairs x 2 processes
+
+
+def test_help_prints_no_bitsandbytes_kernel_warning():
+    """On AVX512-BF16 CPUs bitsandbytes, imported by trl, urges fetching a kernel from the hub on every start;
+    utils/__init__.py quiets it, which only works when utils is imported before trl (it was not, in dpo.py)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "dpo.py", "--help"], capture_output=True, text=True, timeout=120,
+                          cwd=Path(dpo.__file__).resolve().parent)
+    assert done.returncode == 0 and "usage: dpo.py" in done.stdout
+    assert "kernels-community" not in done.stdout + done.stderr
