@@ -9,7 +9,7 @@
 #   bash scripts/demo.sh              # full demo (~30 min on 2 CPU cores, see README)
 #   QUICK=1 bash scripts/demo.sh      # smoke run: tiny step counts (< 5 min)
 #   BASE_MODEL=path/to/model OUT=outputs/demo-x bash scripts/demo.sh   # another base model / place
-#   DPO=1 bash scripts/demo.sh        # + a DPO step (5b, 5c) on the SFT adapter before the merge (~2 min more)
+#   DPO=1 bash scripts/demo.sh        # + a DPO step (5b, 5c) on the SFT adapter before the merge (~5 min more)
 #   EXPORT_GGUF=1 bash scripts/demo.sh  # + step 9: $FINAL_MODEL.gguf for llama.cpp / Ollama (GGUF_TYPE=q8_0)
 #
 # Every step is skipped when its output exists, so a second run only redoes what is missing
@@ -38,7 +38,7 @@ if [ "$QUICK" = "1" ]; then
   VOCAB_SP_SIZE=2000;  VOCAB_MAX_ADDED=300
   CLM_STEPS=2;  CLM_BLOCK=128; CLM_BATCH=2; CLM_VAL_DOCS=2; CLM_EVAL_ON_START=False
   SFT_PER_KIND=20; SFT_GROUNDED=40; SFT_IDENTITY=20; SFT_OOS=20; SFT_STEPS=2; SFT_BATCH=2; SFT_CUTOFF=640; SFT_VAL=4
-  DPO_PER_KIND=1; DPO_STEPS=1; DPO_BATCH=2
+  DPO_PER_KIND=1; DPO_OOS=1; DPO_IDENTITY=1; DPO_REFUSAL=2; DPO_STEPS=1; DPO_BATCH=2
   GEN_TOKENS=24; EVAL_TASKS="1-1,3-3"; EVAL_LIMIT=1; EVAL_TOKENS=16
 else
   VOCAB_SP_SIZE=8000;  VOCAB_MAX_ADDED=3000
@@ -48,11 +48,12 @@ else
   # the steps keep the whole demo within 1.25x the old recipe's wall time (RESULTS.md, issues 13 and 16)
   # SFT computes the LM head on answer tokens only (utils/answer_logits.py): 2x faster steps paid for 56 steps
   SFT_PER_KIND=60; SFT_GROUNDED=500; SFT_IDENTITY=0; SFT_OOS=226; SFT_STEPS=56; SFT_BATCH=4; SFT_CUTOFF=640; SFT_VAL=16
-  # DPO=1: 40 of 48 pairs, 6 of each kind (5 citation corruptions, legal_refusal, identity, out of scope), half with
-  # articles, one pair per micro-batch (no padding);
-  # ~125 s on 2 cores (1.39x the previous recipe in all), over the demo's time budget, hence off by default
-  # (RESULTS.md, alignment)
-  DPO_PER_KIND=6; DPO_STEPS=10; DPO_BATCH=4
+  # DPO=1: 114 pairs, 6 of each citation corruption, 30 out of scope, 12 identity and as many legal_refusal pairs
+  # (the right answer preferred to the scope statement) as those two; 90% with retrieved articles, as served; one
+  # pair per micro-batch (no padding); lr 3e-5 and an SFT loss on the chosen side: faster or without it the model
+  # learned to decline legal questions too (RESULTS.md, alignment, fourth round). ~5 min on 2 cores, over the
+  # demo's time budget, hence off by default
+  DPO_PER_KIND=6; DPO_OOS=30; DPO_IDENTITY=12; DPO_REFUSAL=42; DPO_STEPS=28; DPO_BATCH=4
   GEN_TOKENS=256; EVAL_TASKS="1-1,2-1,3-1,3-3"; EVAL_LIMIT=10; EVAL_TOKENS=64
 fi
 
@@ -130,12 +131,13 @@ if [ "$DPO" = "1" ]; then
   # quoted right, to the same answer made wrong (a repealed law, a missing article, a misquote, a law that does not
   # exist), and the assistant's name and scope statement to another model's name and a legal-sounding answer.
   step "5b. preference pairs (statute store + persona)" "$OUT/pref_data.jsonl" -- \
-    python tools/preference_data.py --output "$OUT/pref_data.jsonl" --max_per_kind "$DPO_PER_KIND" --with_articles 0.5 \
+    python tools/preference_data.py --output "$OUT/pref_data.jsonl" --max_per_kind "$DPO_PER_KIND" --with_articles 0.9 \
+      --kind_max "out_of_scope=$DPO_OOS" --kind_max "identity=$DPO_IDENTITY" --kind_max "legal_refusal=$DPO_REFUSAL" \
       --seed 0 --lawbench_dir "$LAWBENCH_DATA"
   step "5c. DPO on the SFT adapter" "$OUT/dpo/run_info.json" -- \
     python dpo.py --base_model "$OUT/legal-base" --sft_adapter "$OUT/sft" --data_path "$OUT/pref_data.jsonl" \
-      --output_dir "$OUT/dpo" --beta 0.1 --loss_type sigmoid --learning_rate 1e-4 --batch_size "$DPO_BATCH" \
-      --micro_batch_size 1 --max_steps "$DPO_STEPS" --cutoff_len "$SFT_CUTOFF" --logging_steps 1 \
+      --output_dir "$OUT/dpo" --beta 0.1 --loss_type sigmoid sft --loss_weights 1 1 --learning_rate 3e-5 \
+      --batch_size "$DPO_BATCH" --micro_batch_size 1 --max_steps "$DPO_STEPS" --cutoff_len "$SFT_CUTOFF" --logging_steps 1 \
       --save_strategy no --report_to none
   LAST_ADAPTER="$OUT/dpo"
 fi
