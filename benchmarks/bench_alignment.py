@@ -90,7 +90,8 @@ def judge(question: dict, answer: str, store: StatuteStore, name: str) -> dict:
 
 def share(rows: list[dict], key: str) -> float | None:
     values = [r[key] for r in rows if r[key] is not None]
-    return round(sum(values) / len(values), 3) if values else None
+    # Unrounded: the goals compare shares (2 -> 1 wrong of 60 is halved; 0.017 > 0.033 / 2 after rounding is not).
+    return sum(values) / len(values) if values else None
 
 
 def figures(rows: list[dict]) -> dict:
@@ -119,7 +120,8 @@ def check_goals(models: dict[str, dict]) -> list[dict]:
         before, after = models[labels[0]]["citation_error_share"], models[labels[-1]]["citation_error_share"]
         met = None if before is None or after is None else after <= before / 2
         out.append({"model": f"{labels[-1]} vs {labels[0]}", "figure": "citation_error_share",
-                    "goal": f"<= half of {before}", "value": after, "met": met})
+                    "goal": "<= half of " + ("-" if before is None else f"{100 * before:.1f}%"), "value": after,
+                    "met": met})
     return out
 
 

@@ -58,6 +58,12 @@ def test_figures_and_goals(store):
     assert goals[("dpo vs sft", "citation_error_share")] is True  # 0.25 <= 0.5 / 2
     worse = ba.check_goals({"sft": figs, "dpo": {**better, "citation_error_share": 0.3}})
     assert worse[-1]["met"] is False
+    two_of_60 = ba.figures([{"kind": "legal", **ba.judge(GOLD, a, store, "LaWGPT")} for a in
+                            ["根据《合同法》第二百零六条，应当返还。"] * 2 + ["应当返还。"] * 58])
+    one_of_60 = ba.figures([{"kind": "legal", **ba.judge(GOLD, a, store, "LaWGPT")} for a in
+                            ["根据《合同法》第二百零六条，应当返还。"] + ["应当返还。"] * 59])
+    halved = ba.check_goals({"sft": two_of_60, "dpo": one_of_60})[-1]
+    assert halved["met"] is True  # exactly half: not lost to rounding 1/60 and 2/60 to three decimals
 
 
 def test_main_on_the_tiny_model_caches_answers(tiny_model_dir, tmp_path, monkeypatch):
