@@ -1,4 +1,4 @@
-"""An OpenAI-compatible HTTP API for a LaWGPT model (see utils/api_app.py), on http://127.0.0.1:8000/v1.
+"""An OpenAI-compatible HTTP API for a LaWGPT model (see utils/inference/api_app.py), on http://127.0.0.1:8000/v1.
 
     python api.py --base_model models/lawgpt-demo
     python api.py --lora_weights outputs/sft-x --rag                   # + retrieved statutes and citation checks
@@ -8,7 +8,7 @@
 
 Then any OpenAI client: ``OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="secret")`` with
 ``model=<the served name>`` (``GET /v1/models`` lists it; ``--served_model_name`` sets it, default: the
-model directory's name). Concurrent requests are generated together (utils/batching.py):
+model directory's name). Concurrent requests are generated together (utils/inference/batching.py):
 ``--max_batch_size`` at once, ``--max_queue`` waiting (more get 503). Safe by default: loopback only, no
 CORS; ``--api_key`` (or LAWGPT_API_KEY) is required as a Bearer token when given. For serving beyond one
 machine, run the merged model with ``vllm serve`` — its tokenizer carries the chat template it was trained with.
@@ -25,10 +25,10 @@ import fire
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.data import DataError  # noqa: E402
-from utils.engine import Engine, GenerationParams  # noqa: E402
-from utils.modeling import ModelLoadError  # noqa: E402
-from utils.prompter import TemplateError  # noqa: E402
+from utils.common.entry import run_entry  # noqa: E402
+from utils.common.errors import ConfigError  # noqa: E402
+from utils.inference.engine import GenerationParams  # noqa: E402
+from utils.inference.frontend import ModelOptions, RetrievalOptions, open_engine, with_model_flags  # noqa: E402
 
 API_KEY_ENV = "LAWGPT_API_KEY"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -38,10 +38,8 @@ def served_name(base_model: str | None, lora_weights: str | None) -> str:
     return Path(lora_weights or base_model or "lawgpt").resolve().name
 
 
+@with_model_flags
 def main(
-    base_model: str | None = None,
-    lora_weights: str | None = None,
-    prompt_template: str | None = None,
     system_prompt: str | None = None,
     served_model_name: str | None = None,
     host: str = "127.0.0.1",
@@ -54,23 +52,15 @@ def main(
     default_max_tokens: int = 512,
     temperature: float = 0.0,
     repetition_penalty: float = 1.1,
-    load_8bit: bool = False,
-    load_4bit: bool = False,
-    device: str = "auto",
-    dtype: str = "auto",
-    rag: bool = False,
-    rag_top_k: int = 3,
-    rag_retriever: str = "bm25",
-    trust_remote_code: bool = False,
     log_level: str = "info",
+    *,
+    model: ModelOptions,
+    retrieval: RetrievalOptions,
 ) -> None:
-    """Serve the model until Ctrl+C.
+    """Serve the model until Ctrl+C. With --rag, replies carry the retrieved articles and the answer's citation
+    checks in the field ``lawgpt``.
 
     Args:
-        base_model: model directory (default: from --lora_weights/run_info.json).
-        lora_weights: LoRA adapter directory (optional).
-        prompt_template: law_template, alpaca, a .json path, or chat = the tokenizer's own chat_template
-            (default: the one the model was trained with, else law_template; law_rag with --rag).
         system_prompt: default system text when a request has no system message (default: the template's).
         served_model_name: the model id clients send (default: the model directory's name).
         host: address to listen on (127.0.0.1 = this machine only). port: port to listen on.
@@ -80,39 +70,22 @@ def main(
         batch_wait_ms: a batch starts once no request arrived for this long (10x at most after the first).
         default_max_tokens: answer length when a request sets no max_tokens.
         temperature: default when a request sets none (0 = greedy). repetition_penalty: default (1.0 = off).
-        load_8bit: 8-bit weights (CUDA). load_4bit: 4-bit nf4 weights (CUDA).
-        device: auto, cpu, cuda, mps. dtype: auto, float32, bfloat16, float16.
-        rag: retrieve statutes for the last user turn and return them and the answer's citation checks (field lawgpt).
-        rag_top_k: articles per question with --rag. rag_retriever: bm25 or hybrid (BM25 + e5).
-        trust_remote_code: allow model code from the model directory (off by default).
         log_level: uvicorn's log level.
     """
     import uvicorn
 
-    from utils.api_app import APISettings, build_api
+    from utils.inference.api_app import APISettings, build_api
 
-    if not base_model and not lora_weights:
-        raise ValueError("--base_model (or --lora_weights) is required: a local model directory")
+    if not model.base_model and not model.lora_weights:
+        raise ConfigError("--base_model (or --lora_weights) is required: a local model directory")
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     origins = tuple(o.strip() for o in str(cors_origins).split(",") if o.strip())
-    settings = APISettings(served_model_name or served_name(base_model, lora_weights), key, origins, default_max_tokens,
+    settings = APISettings(served_model_name or served_name(model.base_model, model.lora_weights), key, origins,
+                           default_max_tokens,
                            GenerationParams(temperature=temperature, repetition_penalty=repetition_penalty),
-                           rag_top_k, rag_retriever)
-    rag_module = None
-    if rag:
-        from utils import rag as rag_module
-
-        rag_module.check_retriever(rag_retriever)  # before the model loads
-        rag_module.default_index()
-        prompt_template = prompt_template or rag_module.RAG_TEMPLATE
-    engine = Engine.from_pretrained(base_model, lora_weights, prompt_template, device=device, dtype=dtype,
-                                    load_8bit=load_8bit, load_4bit=load_4bit, trust_remote_code=trust_remote_code,
-                                    system_prompt=system_prompt, max_batch_size=max_batch_size, max_queue=max_queue,
-                                    batch_wait_ms=batch_wait_ms)
-    from utils.rag import missing_rag_warning
-
-    if warning := missing_rag_warning(engine.loaded.prompt_template, rag_module is not None):
-        print(f"[api] warning: {warning}", file=sys.stderr, flush=True)
+                           retrieval.rag_top_k, retrieval.rag_retriever)
+    engine, rag_module = open_engine(model, retrieval, "api", system_prompt=system_prompt,
+                                     max_batch_size=max_batch_size, max_queue=max_queue, batch_wait_ms=batch_wait_ms)
     if host not in LOOPBACK and key is None:
         print(f"[api] WARNING: listening on {host} without an API key: anyone who can reach it can use the model "
               f"(set {API_KEY_ENV} or --api_key)", file=sys.stderr, flush=True)
@@ -123,11 +96,7 @@ def main(
 
 
 def run() -> None:
-    try:
-        fire.Fire(main)
-    except (DataError, ModelLoadError, TemplateError, ValueError, OSError) as e:
-        print(f"api: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(run_entry("api", lambda: fire.Fire(main)))
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ run_info.json names its base: the merged SFT model, or the base of the SFT adapt
 
 Pairs are ``instruction`` (or ``prompt``), optional ``input`` and ``history``, ``chosen``, ``rejected`` in .json/.jsonl
 (tools/preference_data.py writes them). The prompt is rendered with the SFT model's template (its run_info.json, or
---prompt_template_name: our templates or ``chat``) and tokenised exactly as finetune.py does (utils/preference.py); trl
+--prompt_template_name: our templates or ``chat``) and tokenised exactly as finetune.py does (utils/training/preference_pairs.py); trl
 masks the prompt. --beta, --loss_type (sigmoid; trl's others: ipo, hinge, robust, … or several with --loss_weights,
 e.g. ``--loss_type sigmoid sft``) and every DPOConfig flag pass through. Everything else is shared with the other
-stages (utils/training.py, utils/trainer.py): argument groups, the legacy batch flags, resume
+stages (utils/training/setup.py, utils/training/trainer.py): argument groups, the legacy batch flags, resume
 (--resume_from_checkpoint), saving, run_info.json. ``python dpo.py --help`` lists every flag.
 """
 
@@ -36,21 +36,26 @@ import utils  # noqa: F401  first: it quiets bitsandbytes' CPU-kernel warning, w
 # isort: split
 from trl import DPOConfig, DPOTrainer
 
-from utils.answer_logits import fused_head_on_answer_positions
-from utils.chat_template import CHAT, make_prompter, write_chat_template
-from utils.data import DataError, expand_paths, files_sha256
-from utils.modeling import read_run_info
-from utils.preference import load_preference_data, preference_example
-from utils.prompter import Prompter
-from utils.trainer import args_record, make_trainer, run_entry, train_and_save
-from utils.training import (
-    ConfigError,
+from utils.common.datafiles import (
+    DataError,
+    expand_paths,
+    files_sha256,
+    split_holdout,  # noqa: E402
+)
+from utils.common.entry import run_entry  # noqa: E402
+from utils.common.errors import ConfigError  # noqa: E402
+from utils.model.chat_template import CHAT, make_prompter, write_chat_template
+from utils.model.loader import read_run_info
+from utils.model.prompter import Prompter
+from utils.training.answer_logits import fused_head_on_answer_positions
+from utils.training.preference_pairs import load_preference_data, preference_example
+from utils.training.setup import (
     LawTrainingArguments,
     log,
     parse_args,
     prepare_model,
-    split_holdout,
 )
+from utils.training.trainer import args_record, make_trainer, train_and_save
 
 DEFAULT_TEMPLATE = "law_template"
 
@@ -90,7 +95,7 @@ class LawDPOConfig(LawTrainingArguments, DPOConfig):
 
 
 class LawDPOTrainer(DPOTrainer):
-    """DPOTrainer on pairs already tokenised by utils/preference.py with our templates (so trl does not tokenise
+    """DPOTrainer on pairs already tokenised by utils/training/preference_pairs.py with our templates (so trl does not tokenise
     them again); with a new LoRA the reference is the model with its adapters disabled."""
 
     def __init__(self, *args, reference_is_base: bool = True, **kwargs):
@@ -189,4 +194,4 @@ def parse(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_entry("dpo", parse, main))
+    sys.exit(run_entry("dpo", lambda: main(*parse())))

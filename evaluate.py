@@ -11,7 +11,7 @@
     bash scripts/evaluate.sh
 
 Scores are LawBench's own (its answer extraction, abstention rule, metric and average per task;
-utils/lawbench_scoring.py), so they can be put next to LawBench's published results.
+utils/lawbench/scoring.py), so they can be put next to LawBench's published results.
 Writes into --output_dir: predictions.jsonl (one line per item, appended as batches finish: an
 interrupted run resumes where it stopped), lawbench/<task>.json (the same predictions in LawBench's raw
 layout, for LawBench's own tooling or anyone comparing models), details.jsonl (what LawBench's rule read
@@ -35,13 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tqdm import tqdm  # noqa: E402
 
-from utils import contamination, report  # noqa: E402
-from utils import lawbench as lb  # noqa: E402
-from utils.data import DataError, files_sha256, write_jsonl  # noqa: E402
-from utils.modeling import ModelLoadError, write_run_info  # noqa: E402
-from utils.prompter import TemplateError  # noqa: E402
-from utils.rag import RETRIEVERS  # noqa: E402
-from utils.results_log import ResultsLog  # noqa: E402
+from utils.common.datafiles import files_sha256, write_jsonl  # noqa: E402
+from utils.common.entry import run_entry  # noqa: E402
+from utils.common.errors import LawgptError  # noqa: E402
+from utils.common.results_log import ResultsLog  # noqa: E402
+from utils.inference.frontend import add_model_arguments, open_engine, options_from  # noqa: E402
+from utils.lawbench import contamination, report  # noqa: E402
+from utils.lawbench import tasks as lb  # noqa: E402
+from utils.model.loader import write_run_info  # noqa: E402
 
 PREDICTIONS = "predictions.jsonl"
 # Settings that must not change when a run resumes (they change the answers).
@@ -50,16 +51,13 @@ RUN_KEYS = ("base_model", "lora_weights", "prompt_template", "shots", "max_new_t
 RAG_HEADER = "\n可参考的法律条文（检索所得，请据此作答）：\n"
 
 
-class EvalError(RuntimeError):
+class EvalError(LawgptError, RuntimeError):
     """Bad arguments or an output directory that belongs to a different run."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base_model", help="model directory (default: from --lora_weights' run_info.json)")
-    p.add_argument("--lora_weights", help="LoRA adapter directory")
-    p.add_argument("--prompt_template", help="template name, .json path, or chat = the tokenizer's own chat_template "
-                                             "(default: the model's, else law_template)")
+    add_model_arguments(p)  # --base_model, --lora_weights, --prompt_template, --rag, … (one definition for all front ends)
     p.add_argument("--tasks", default="all", help="'all' (every prepared task) or ids such as 1-1,3-3")
     p.add_argument("--limit", type=int, help="only the first N items of each task (quick CPU runs)")
     p.add_argument("--shots", type=int, choices=(0, 1), default=0, help="zero-shot or one-shot prompts")
@@ -70,19 +68,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train_data", nargs="+", help="training file(s) to check the test items against (contamination)")
     p.add_argument("--ngram", type=int, default=contamination.DEFAULT_N, help="n-gram size of the contamination check")
     p.add_argument("--contamination_threshold", type=float, default=contamination.DEFAULT_THRESHOLD)
-    p.add_argument("--rag", action="store_true",
-                   help="retrieve statutes for each item's question and add them to the instruction (utils/rag.py)")
-    p.add_argument("--rag_top_k", type=int, default=3, help="articles retrieved per item with --rag")
-    p.add_argument("--rag_retriever", choices=RETRIEVERS, default="bm25",
-                   help="bm25 (default) or hybrid = BM25 + e5 over all articles (tools/build_dense_index.py first)")
     p.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="render these runs side by side; no model is loaded")
     p.add_argument("--labels", nargs="+", help="column names for --compare (default: directory names)")
     p.add_argument("--score_predictions", metavar="DIR",
                    help="score without a model: LawBench raw predictions (<task>.json) or a run directory of ours")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--load_8bit", action="store_true")
-    p.add_argument("--load_4bit", action="store_true")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         p.error(f"--limit must be >= 1, got {args.limit}")
@@ -96,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def with_statutes(instruction: str, question: str, top_k: int, retriever: str = "bm25") -> tuple[str, list[str]]:
     """--rag: the task instruction plus the articles retrieved for the question (the case text stays whole
     in the input, so truncation below can only shorten the case, never the articles)."""
-    from utils import rag
+    from utils.legal import rag
 
     hits = rag.retrieve(question, top_k, retriever)
     return instruction + RAG_HEADER + rag.format_articles(hits), [hit.article.citation for hit in hits]
@@ -145,7 +134,7 @@ def check_run_info(output_dir: Path, info: dict) -> None:
 
 
 def generate(engine, items_by_task: dict, output_dir: Path, args) -> int:
-    from utils.engine import GenerationParams
+    from utils.inference.engine import GenerationParams
 
     log = ResultsLog(output_dir / PREDICTIONS)
     todo = [item for items in items_by_task.values() for item in items
@@ -265,15 +254,8 @@ def main(argv=None) -> dict:
         return data
     task_ids = lb.available_tasks(args.data_dir) if args.tasks == "all" else lb.resolve_tasks(args.tasks)
     items_by_task = {t: lb.load_task(args.data_dir, t, args.shots, args.limit) for t in task_ids}
-    if args.rag:  # before the slow model load: missing e5 vectors are a one-line error, not a late crash
-        from utils import rag
-
-        rag.check_retriever(args.rag_retriever)
-
-    from utils.engine import Engine
-
-    engine = Engine.from_pretrained(args.base_model, args.lora_weights, args.prompt_template, args.device, args.dtype,
-                                    args.load_8bit, args.load_4bit)
+    # --rag puts the articles into LawBench's own instruction (with_statutes), so the template stays the model's
+    engine, _ = open_engine(*options_from(args), "evaluate", rag_template=False)
     manifest = Path(args.data_dir) / "manifest.json"
     info = {"base_model": engine.loaded.base_model, "lora_weights": args.lora_weights,
             "prompt_template": engine.prompter.name, "shots": args.shots, "max_new_tokens": args.max_new_tokens,
@@ -293,9 +275,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (EvalError, lb.LawBenchError, DataError, ModelLoadError, TemplateError, report.ReportError,
-            ValueError, OSError) as e:
-        print(f"evaluate: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(run_entry("evaluate", main))

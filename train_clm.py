@@ -22,9 +22,9 @@ token's pieces under the base tokenizer, and ``embed_tokens``/``lm_head`` are tr
 safetensors, the tokenizer, run_info.json (with the held-out perplexity), TensorBoard logs and
 loss_curve.png. ``python train_clm.py --help`` lists every flag, TrainingArguments' included.
 
-Data (utils/train_data.py): the documents are read, tokenised (``--preprocessing_num_workers`` processes) and packed
+Data (utils/training/tokenized_data.py): the documents are read, tokenised (``--preprocessing_num_workers`` processes) and packed
 once into an Arrow cache under ``--dataset_cache_dir``, keyed on the files' contents, the tokenizer and the options,
-and memory-mapped by every rank. ``--streaming`` (utils/streaming.py) tokenises and packs on the fly instead — for a
+and memory-mapped by every rank. ``--streaming`` (utils/training/streamed_blocks.py) tokenises and packs on the fly instead — for a
 corpus larger than the disk — with a shuffle buffer and a shard per rank; it needs ``--max_steps``.
 """
 
@@ -32,17 +32,18 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utils.data import DataError, expand_paths
-from utils.streaming import check_resume, streaming_blocks
-from utils.train_data import PipelineArguments, build_clm, file_digests
-from utils.trainer import args_record, make_trainer, run_entry, train_and_save
-from utils.training import (
-    ConfigError,
+from utils.common.datafiles import DataError, expand_paths, file_digests
+from utils.common.entry import run_entry  # noqa: E402
+from utils.common.errors import ConfigError  # noqa: E402
+from utils.training.setup import (
     log,
     parse_args,
     prepare_model,
     resolve_resume,
 )
+from utils.training.streamed_blocks import check_resume, streaming_blocks
+from utils.training.tokenized_data import PipelineArguments, build_clm
+from utils.training.trainer import args_record, make_trainer, train_and_save
 
 DOC_SUFFIXES = (".json", ".jsonl", ".txt", ".md")
 
@@ -87,7 +88,7 @@ def _check_streaming(legacy, training) -> None:
 
 
 def training_data(files: list[Path], tokenizer, data_args: ClmDataArguments, legacy, training):
-    """(train dataset, held-out dataset or None, what run_info records): the cached blocks of utils/train_data.py, or
+    """(train dataset, held-out dataset or None, what run_info records): the cached blocks of utils/training/tokenized_data.py, or
     with ``--streaming`` an IterableDataset sharded over the ranks (sets ``dispatch_batches=False`` on ``training``)."""
     block_size = data_args.block_size
     if data_args.streaming:
@@ -145,4 +146,4 @@ def parse(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_entry("train_clm", parse, main))
+    sys.exit(run_entry("train_clm", lambda: main(*parse())))

@@ -29,7 +29,7 @@ PROMPT = "《中华人民共和国刑法》第二百六十四条规定，盗窃�
 
 
 def prepare(args: argparse.Namespace):
-    from utils.training import LawTrainingArguments, LoraArguments, ModelArguments, prepare_model
+    from utils.training.setup import LawTrainingArguments, LoraArguments, ModelArguments, prepare_model
 
     model_args = ModelArguments(base_model=args.base_model, tokenizer_path=args.tokenizer_path,
                                 new_embeddings=args.new_embeddings)
@@ -47,7 +47,7 @@ def adapter_matrices(path: Path) -> dict[str, list[int]]:
 def merged_logits(args: argparse.Namespace, adapter: Path, ids):
     import torch
 
-    from utils.modeling import load_for_inference
+    from utils.model.loader import load_for_inference
 
     loaded = load_for_inference(args.base_model, str(adapter), device="cpu", dtype="float32")
     merged = loaded.model.merge_and_unload().eval()

@@ -28,10 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.citations import PROBLEMS, check_citations  # noqa: E402
-from utils.data import read_records, write_jsonl  # noqa: E402
-from utils.persona import DEFAULT_NAME, is_scope_statement, names_assistant  # noqa: E402
-from utils.statutes import StatuteStore  # noqa: E402
+from utils.common.datafiles import read_records, write_jsonl  # noqa: E402
+from utils.datagen.persona import DEFAULT_NAME, is_scope_statement, names_assistant  # noqa: E402
+from utils.legal.citations import PROBLEMS, check_citations  # noqa: E402
+from utils.legal.statutes import StatuteStore  # noqa: E402
 
 KINDS = ("legal", "identity", "out_of_scope")
 # (figure, comparison, bound): the goals for each model.
@@ -49,12 +49,12 @@ def model_fingerprint(model_dir: str) -> str:
 
 
 def answer_all(model_dir: str, questions: list[dict], args: argparse.Namespace) -> list[str]:
-    from utils.engine import Engine, GenerationParams
+    from utils.inference.engine import Engine, GenerationParams
 
     engine = Engine.from_pretrained(model_dir)
     params = GenerationParams(max_new_tokens=args.max_new_tokens, no_repeat_ngram_size=args.no_repeat_ngram_size)
-    if args.rag:  # the articles --rag retrieves go into the prompt, as infer.py/webui.py/api.py do (utils/rag.py)
-        from utils.rag import default_index, prepare
+    if args.rag:  # the articles --rag retrieves go into the prompt, as infer.py/webui.py/api.py do (utils/legal/rag.py)
+        from utils.legal.rag import default_index, prepare
 
         index = default_index()
         contexts = [prepare(q["question"], args.rag_top_k, index=index) for q in questions]

@@ -15,7 +15,7 @@ What each figure means (every share is over the answers of one file, n stated):
   back (「酒驾撞人，可以判刑，但是，酒驾撞人，可以判刑，但是」), or a span of 1–5 characters said
   ``LOOP_SHORT_TIMES`` (4) times back to back (「，，，，」, 「罚罚罚罚」); whitespace is ignored — or (b) one
   sentence (split at 。！？；and newlines, at least 4 characters) said 3 times anywhere in the answer.
-- **cites**: at least one citation of an article (utils/citations.py; a law named without an article is not one).
+- **cites**: at least one citation of an article (utils/legal/citations.py; a law named without an article is not one).
 - **citations verified**: over all article citations in the file, the share the statute store confirms
   (``verified``: the article exists in a law in force); the rest are ``not_found``, ``repealed``, ``unknown_law``.
 - **gold cited**: for questions with gold citations (``--questions``, e.g. resources/retrieval_questions.jsonl),
@@ -40,9 +40,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.citations import check_citations  # noqa: E402
-from utils.data import DataError, read_records, write_jsonl  # noqa: E402
-from utils.statutes import StatuteStore  # noqa: E402
+from utils.common.datafiles import DataError, read_records, write_jsonl  # noqa: E402
+from utils.legal.citations import check_citations  # noqa: E402
+from utils.legal.statutes import StatuteStore  # noqa: E402
 
 ENDED = ("eos", "stop")
 LOOP_SPAN = 6

@@ -37,7 +37,7 @@ import fire
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.data import load_instruction_data  # noqa: E402
+from utils.common.datafiles import load_instruction_data  # noqa: E402
 
 STOP = "### 问题:"  # our template's next-turn marker, sent to every server so all stop alike (--stop "" sends none)
 

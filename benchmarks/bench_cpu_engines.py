@@ -34,10 +34,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from tiny_model import statute_sample  # noqa: E402
 
 from tools import export_gguf  # noqa: E402
-from utils.batching import Request  # noqa: E402
-from utils.engine import Engine, GenerationParams  # noqa: E402
-from utils.gguf_check import SAMPLE_TEXTS  # noqa: E402
-from utils.gguf_export import CONVERTER_PACKAGE  # noqa: E402
+from utils.export.gguf import CONVERTER_PACKAGE  # noqa: E402
+from utils.export.gguf_check import SAMPLE_TEXTS  # noqa: E402
+from utils.inference.batching import Request  # noqa: E402
+from utils.inference.engine import Engine, GenerationParams  # noqa: E402
 
 QUESTION = "甲深夜入户盗窃他人财物价值五千元，被当场抓获。请问甲构成什么罪，应当如何量刑？请引用《刑法》条文。"
 

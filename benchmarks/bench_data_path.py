@@ -62,13 +62,13 @@ def _smaps(pid: int) -> dict[str, int]:
 
 
 def _old_path():
-    """utils/data.py and train_clm.blocks_dataset as of OLD_REV, as a module."""
+    """utils/common/datafiles.py and train_clm.blocks_dataset as of OLD_REV, as a module."""
     def show(path):
         return subprocess.run(["git", "show", f"{OLD_REV}:{path}"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout
 
     module = sys.modules["old_data"] = types.ModuleType("old_data")
-    exec(compile(show("utils/data.py"), f"{OLD_REV}:utils/data.py", "exec"), module.__dict__)
+    exec(compile(show("utils/common/datafiles.py"), f"{OLD_REV}:utils/common/datafiles.py", "exec"), module.__dict__)
     source = show("train_clm.py")
     fn = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == "blocks_dataset")
     exec(compile(ast.get_source_segment(source, fn), f"{OLD_REV}:train_clm.py", "exec"), module.__dict__)
@@ -78,10 +78,10 @@ def _old_path():
 def child(args) -> None:
     import datasets  # noqa: F401  what train_clm.py has imported before its data step, whichever path
 
-    import utils.streaming  # noqa: F401
-    import utils.train_data  # noqa: F401
-    import utils.training  # noqa: F401
-    from utils.modeling import load_tokenizer
+    import utils.training.setup  # noqa: F401
+    import utils.training.streamed_blocks  # noqa: F401
+    import utils.training.tokenized_data  # noqa: F401
+    from utils.model.loader import load_tokenizer
 
     tokenizer = load_tokenizer(args.tokenizer)
     files = [Path(args.corpus)]
@@ -97,7 +97,7 @@ def child(args) -> None:
         data = old.blocks_dataset(blocks)
         tokens, count = sum(len(b["input_ids"]) for b in data), len(data)
     elif args.mode == "stream":
-        from utils.streaming import streaming_blocks
+        from utils.training.streamed_blocks import streaming_blocks
 
         stream, _, _ = streaming_blocks(files, tokenizer, args.block_size, True, 0, 0, 1, 10000, 256 << 20)
         tokens = count = 0
@@ -105,7 +105,8 @@ def child(args) -> None:
             tokens += len(row["input_ids"])
             count += 1
     else:
-        from utils.train_data import PipelineArguments, build_clm, file_digests
+        from utils.common.datafiles import file_digests
+        from utils.training.tokenized_data import PipelineArguments, build_clm
 
         pipeline = PipelineArguments(preprocessing_num_workers=2 if args.mode == "new-2" else 1,
                                      dataset_cache_dir=args.cache)
@@ -165,7 +166,7 @@ def measure(args, mode: str, corpus: Path, cache: Path) -> dict:
 
 def write_corpus(path: Path, tokenizer_dir: str, source: Path, tokens: float) -> None:
     """``source`` repeated until about ``tokens`` tokens (estimated from its first 2,000 lines)."""
-    from utils.modeling import load_tokenizer
+    from utils.model.loader import load_tokenizer
 
     lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
     sample = [json.loads(line)["content"] for line in lines[:2000]]

@@ -31,7 +31,7 @@ def main() -> None:
     from tiny_model import build_tiny_model, statute_sample
 
     import finetune
-    from utils.modeling import read_run_info
+    from utils.model.loader import read_run_info
 
     work = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
     model_dir = build_tiny_model(work / "model")

@@ -1,4 +1,4 @@
-"""Generation throughput: utils/engine.py at batch 1/8/16 vs the original LaWGPT's one-at-a-time loop.
+"""Generation throughput: utils/inference/engine.py at batch 1/8/16 vs the original LaWGPT's one-at-a-time loop.
 
     python benchmarks/bench_generate.py                      # ~28M-param random LLaMA, 16 questions x 64 tokens
     python benchmarks/bench_generate.py --threads 2          # on a quiet machine
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from utils.engine import Engine, GenerationParams  # noqa: E402
+from utils.inference.engine import Engine, GenerationParams  # noqa: E402
 
 QUESTIONS = [
     "酒驾撞人怎么判刑？", "请介绍赌博罪的定义。", "请问加班工资怎么算？", "民间借贷受国家保护的合法利息是多少？",

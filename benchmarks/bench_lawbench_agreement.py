@@ -7,7 +7,7 @@
 
 Each folder given to --predictions is LawBench's predictions/<shots>/ layout: one folder of <task>.json per model
 and results.csv beside them (--results_csv overrides). For every model × task with raw predictions: our score
-and abstention (utils/lawbench.py, the scorer evaluate.py uses) against the published ones. Prints the pairs
+and abstention (utils/lawbench/tasks.py, the scorer evaluate.py uses) against the published ones. Prints the pairs
 within --tolerance, every pair outside it, and with --table the whole table (scores ×100). Exit status 1 when a
 pair is outside the tolerance. --leaderboard: per model, our average next to the published one.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils import lawbench as L  # noqa: E402
+from utils.lawbench import tasks as L  # noqa: E402
 
 
 def read_results(path: Path) -> dict[tuple[str, str], tuple[float, float]]:
@@ -33,7 +33,7 @@ def read_results(path: Path) -> dict[tuple[str, str], tuple[float, float]]:
 
 def proofreading_available() -> bool:
     try:
-        import utils.lawbench_proofreading  # noqa: F401
+        import utils.lawbench.proofreading  # noqa: F401
     except ModuleNotFoundError:
         return False
     return True
@@ -67,7 +67,7 @@ def compare(runs, tolerance: float, models: set[str] | None,
     rows, notes = [], []
     with_proofreading = proofreading_available()
     if not with_proofreading:
-        notes.append("2-1 not scored: utils/lawbench_proofreading.py is not in this checkout")
+        notes.append("2-1 not scored: utils/lawbench/proofreading.py is not in this checkout")
     published_by_csv: dict[Path, dict] = {}
     for label, folder, csv_path in runs:
         model = folder.name

@@ -33,10 +33,10 @@ def main() -> None:
     from tiny_model import build_tiny_model
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
 
-    from utils.data import IGNORE_INDEX, load_documents, truncate_documents
-    from utils.modeling import load_tokenizer
-    from utils.streaming import iter_blocks
-    from utils.train_data import document_ids
+    from utils.common.datafiles import IGNORE_INDEX, load_documents, truncate_documents
+    from utils.model.loader import load_tokenizer
+    from utils.training.streamed_blocks import iter_blocks
+    from utils.training.tokenized_data import document_ids
 
     torch.manual_seed(0)
     model_dir = build_tiny_model(Path(tempfile.mkdtemp(prefix="bench-packing-")))

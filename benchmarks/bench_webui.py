@@ -10,7 +10,7 @@ repetition penalty) and every streamed update is time-stamped on arrival. Report
 - stream rate: answer tokens after the first / (last update − first update): what the reader watches;
 - end-to-end rate: answer tokens / (last update − submit).
 Answer tokens are counted exactly: after the server has stopped, the same greedy generation is run once more
-in this process with utils/engine.py (``Generation.new_tokens``), and its text must equal what the UI showed
+in this process with utils/inference/engine.py (``Generation.new_tokens``), and its text must equal what the UI showed
 (a check that the UI serves the engine's answer). Gradio may merge updates that arrive within a few ms, so
 for a very fast model the stream rate is a transport figure; TTFT and end-to-end are not affected. One
 warm-up question is sent first and not counted. Results go to --output (JSON, written atomically) and stdout.
@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from utils.engine import Engine, GenerationParams  # noqa: E402
-from utils.webui_app import example_questions  # noqa: E402
+from utils.inference.engine import Engine, GenerationParams  # noqa: E402
+from utils.inference.webui_app import example_questions  # noqa: E402
 
 
 def free_port() -> int:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def documents(path: str, n: int, max_chars: int, seed: int) -> list[str]:
-    from utils.data import load_documents
+    from utils.common.datafiles import load_documents
 
     docs = [d for d in load_documents(path) if d.strip()]
     random.Random(seed).shuffle(docs)
@@ -42,7 +42,7 @@ def probe(model, tokenizer, base_tokenizer, texts: list[str]) -> dict:
     """The four shares above over ``texts`` (teacher-forced, greedy argmax, no sampling)."""
     import torch
 
-    from utils.vocab import base_piece_ids
+    from utils.model.vocabulary import base_piece_ids
 
     base_rows = len(base_tokenizer)
     counts = dict(pos=0, new_pos=0, new_hit=0, piece=0, argmax_new=0, base_pos=0, base_hit=0)
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from utils.vocab import init_new_embeddings
+    from utils.model.vocabulary import init_new_embeddings
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
     base_dir = args.base_tokenizer or (args.model if args.init else None)

@@ -6,7 +6,7 @@
 #   statute store + identity/out-of-scope) → merge into models/lawgpt-demo
 #   → answers to the example questions (with and without statute retrieval) → LawBench subset.
 #
-#   bash scripts/demo.sh              # full demo (~30 min on 2 CPU cores, see README)
+#   bash scripts/demo.sh              # full demo (16 min on 2 CPU cores: 979 s at 8b886c5, benchmarks/RESULTS.md)
 #   QUICK=1 bash scripts/demo.sh      # smoke run: tiny step counts (< 5 min)
 #   BASE_MODEL=path/to/model OUT=outputs/demo-x bash scripts/demo.sh   # another base model / place
 #   DPO=1 bash scripts/demo.sh        # + a DPO step (5b, 5c) on the SFT adapter before the merge (~5 min more)
@@ -46,7 +46,7 @@ else
   # a grounded item is ~360 tokens (3 articles + question + answer): cutoff 640 keeps its answer and EOS whole;
   # batches grouped by length carry ~1,000 tokens, what a 4 x 256 step carried before
   # the steps keep the whole demo within 1.25x the old recipe's wall time (RESULTS.md, issues 13 and 16)
-  # SFT computes the LM head on answer tokens only (utils/answer_logits.py): 2x faster steps paid for 56 steps
+  # SFT computes the LM head on answer tokens only (utils/training/answer_logits.py): 2x faster steps paid for 56 steps
   SFT_PER_KIND=60; SFT_GROUNDED=500; SFT_IDENTITY=0; SFT_OOS=226; SFT_STEPS=56; SFT_BATCH=4; SFT_CUTOFF=640; SFT_VAL=16
   # DPO=1: 114 pairs, 6 of each citation corruption, 30 out of scope, 12 identity and as many legal_refusal pairs
   # (the right answer preferred to the scope statement) as those two; 90% with retrieved articles, as served; one

@@ -28,13 +28,13 @@ def main(argv: list[str]) -> int:
 
     import finetune
     import train_clm
-    from utils.trainer import run_entry
+    from utils.common.entry import run_entry
 
     scripts = {"train_clm": train_clm, "finetune": finetune}
     if not argv or len(argv) % 2:
         raise SystemExit("usage: deepspeed_cpu.py SCRIPT ARGV_JSON [SCRIPT ARGV_JSON …]")
     deepspeed.init_distributed(dist_backend="gloo")
-    statuses = [run_entry(name, scripts[name].parse, scripts[name].main, json.loads(args))
+    statuses = [run_entry(name, lambda s=scripts[name], a=args: s.main(*s.parse(json.loads(a))))
                 for name, args in zip(argv[::2], argv[1::2])]
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps(statuses), flush=True)

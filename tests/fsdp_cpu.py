@@ -47,7 +47,7 @@ def install_cpu_fsdp_gate() -> None:
 def main(argv: list[str]) -> int:
     import finetune
     import train_clm
-    from utils.trainer import run_entry
+    from utils.common.entry import run_entry
 
     scripts = {"train_clm": train_clm, "finetune": finetune}
     if not argv or len(argv) % 2:
@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
         name, _, closed = spec.partition(":")
         GATE["open"] = closed != "closed"
         script = scripts[name]
-        statuses.append(run_entry(name, script.parse, script.main, json.loads(args)))
+        statuses.append(run_entry(name, lambda s=script, a=args: s.main(*s.parse(json.loads(a)))))
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps(statuses), flush=True)
     return 0

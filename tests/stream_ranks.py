@@ -3,7 +3,7 @@
     torchrun --nproc_per_node=2 tests/stream_ranks.py OUT.json EPOCHS train_clm-arguments…
 
 Parses train_clm's arguments, sets its data up exactly as ``train_clm.main`` does (:func:`train_clm.training_data`,
-then the Trainer of :func:`utils.trainer.make_trainer`), and walks the Trainer's own training dataloader for EPOCHS
+then the Trainer of :func:`utils.training.trainer.make_trainer`), and walks the Trainer's own training dataloader for EPOCHS
 passes (``set_epoch`` as the Trainer calls it). Each rank writes ``OUT.json.rank<N>``: per pass, the blocks it got
 (input_ids without padding).
 """
@@ -18,9 +18,9 @@ sys.path.insert(0, str(ROOT))
 
 def main(out: str, epochs: int, argv: list[str]) -> None:
     import train_clm
-    from utils.data import expand_paths
-    from utils.trainer import make_trainer
-    from utils.training import prepare_model
+    from utils.common.datafiles import expand_paths
+    from utils.training.setup import prepare_model
+    from utils.training.trainer import make_trainer
 
     model_args, lora_args, data_args, legacy, training = train_clm.parse(argv)
     files = expand_paths(data_args.data_path, train_clm.DOC_SUFFIXES)

@@ -1,12 +1,12 @@
-"""utils/answer_logits.py: the LM head on the answer positions only gives the full forward's loss and gradients."""
+"""utils/training/answer_logits.py: the LM head on the answer positions only gives the full forward's loss and gradients."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from utils.answer_logits import answer_tail, keep_answer_logits, supports_answer_logits
-from utils.data import IGNORE_INDEX
+from utils.common.datafiles import IGNORE_INDEX
+from utils.training.answer_logits import answer_tail, keep_answer_logits, supports_answer_logits
 
 M = IGNORE_INDEX
 
@@ -61,7 +61,7 @@ def test_same_loss_and_gradients_as_the_full_forward(tiny_model_dir, num_items):
 
 
 def test_the_sft_trainer_uses_it(tiny_model_dir):
-    from utils.trainer import make_trainer
+    from utils.training.trainer import make_trainer
 
     class Prepared:  # what make_trainer reads
         def __init__(self):
@@ -84,7 +84,7 @@ def test_trl_fused_head_scores_answer_rows_only_with_the_same_result(tiny_model_
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from utils.answer_logits import fused_head_on_answer_positions
+    from utils.training.answer_logits import fused_head_on_answer_positions
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     add_fused_lm_head(model)

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible API (api.py, utils/api_app.py) driven with the official openai client on the tiny model.
+"""The OpenAI-compatible API (api.py, utils/inference/api_app.py) driven with the official openai client on the tiny model.
 
 Servers run in-process (uvicorn in a thread) on free loopback ports. Every answer is compared with what the
 engine gives for the same prompt one request at a time: the API must add nothing and batching must change nothing.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.api_app import APISettings, build_api, parse_messages
-from utils.engine import Engine, GenerationParams
+from utils.inference.api_app import APISettings, build_api, parse_messages
+from utils.inference.engine import Engine, GenerationParams
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "test-key-123"
@@ -300,7 +300,7 @@ def test_full_queue_answers_503(tiny_model_dir):
 
 
 def test_rag_fields_in_the_reply_and_at_the_end_of_the_stream(tiny_model_dir):
-    from utils import rag
+    from utils.legal import rag
 
     engine = Engine.from_pretrained(str(tiny_model_dir), prompt_template=rag.RAG_TEMPLATE)
     server = Server(engine, APISettings(MODEL, rag_top_k=2), rag=rag)
@@ -363,7 +363,7 @@ def test_api_script_serves_until_stopped(tiny_model_dir):
 
 
 def test_stream_events_are_one_line_each():
-    from utils.api_app import _sse
+    from utils.inference.api_app import _sse
 
     event = _sse({"choices": [{"delta": {"content": "甲\u2028乙\x1e丙\x85"}}]})
     assert event.endswith("\n\n") and len(event.splitlines()) == 2  # no character a line splitter would cut at

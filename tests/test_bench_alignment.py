@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_alignment as ba  # noqa: E402
 
-from utils.statutes import StatuteStore  # noqa: E402
+from utils.legal.statutes import StatuteStore  # noqa: E402
 
 LOAN = "借款人应当按照约定的期限返还借款。"
 GOLD = {"kind": "legal", "question": "朋友借钱不还？", "gold": ["《民法典》第六百七十五条"]}
@@ -90,8 +90,8 @@ def test_main_on_the_tiny_model_caches_answers(tiny_model_dir, tmp_path, monkeyp
 
 
 def test_rag_puts_the_retrieved_articles_in_the_prompt(tiny_model_dir, tmp_path, monkeypatch):
-    from utils.engine import Engine
-    from utils.rag import prepare
+    from utils.inference.engine import Engine
+    from utils.legal.rag import prepare
 
     questions = tmp_path / "q.jsonl"
     questions.write_text(json.dumps(GOLD, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -13,8 +13,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_answers as ba  # noqa: E402
 
-from utils.data import DataError  # noqa: E402
-from utils.statutes import StatuteStore  # noqa: E402
+from utils.common.datafiles import DataError  # noqa: E402
+from utils.legal.statutes import StatuteStore  # noqa: E402
 
 
 @pytest.fixture(scope="module")

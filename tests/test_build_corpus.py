@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from tools.build_corpus import main, pack_law, parse_args, parse_law_text, split_document
-from utils.data import DataError
+from utils.common.datafiles import DataError
 
 LAW_TEXT = """# 示例物业管理法
 
@@ -131,4 +131,4 @@ def test_cli_error_is_one_line_and_nonzero(tmp_path):
         capture_output=True, text=True, cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent),
     )
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.jsonl'}: no such file or directory"]
+    assert proc.stderr.strip().splitlines() == [f"build_corpus: error: {tmp_path / 'missing.jsonl'}: no such file or directory"]

@@ -1,12 +1,12 @@
-"""utils/chat_template.py: the tokenizer's own template (``chat``) and ours written into tokenizers as Jinja."""
+"""utils/model/chat_template.py: the tokenizer's own template (``chat``) and ours written into tokenizers as Jinja."""
 
 from __future__ import annotations
 
 import pytest
 
-from utils.chat_template import CHAT, ChatPrompter, bos_prefix, jinja_template, make_prompter, write_chat_template
-from utils.data import IGNORE_INDEX, sft_example
-from utils.prompter import Prompter, TemplateError
+from utils.common.datafiles import IGNORE_INDEX, sft_example
+from utils.model.chat_template import CHAT, ChatPrompter, bos_prefix, jinja_template, make_prompter, write_chat_template
+from utils.model.prompter import Prompter, TemplateError
 
 HISTORY = [("什么是盗窃罪？", "以非法占有为目的，窃取他人财物。"), ("数额较大怎么判？", "处三年以下有期徒刑。")]
 CONVERSATIONS = {  # (history, system)
@@ -43,7 +43,7 @@ def byte_level_tokenizer(bos: bool):
 
 @pytest.fixture(scope="module", params=["llama_sentencepiece", "byte_level_bos", "byte_level_no_bos"])
 def tokenizer(request, tiny_model_dir):
-    from utils.modeling import load_tokenizer
+    from utils.model.loader import load_tokenizer
 
     if request.param == "llama_sentencepiece":
         return load_tokenizer(tiny_model_dir)
@@ -67,7 +67,7 @@ def test_our_templates_as_jinja_render_exactly_what_prompter_renders(tokenizer, 
 
 
 def test_bos_prefix_per_tokenizer_kind(tiny_model_dir):
-    from utils.modeling import load_tokenizer
+    from utils.model.loader import load_tokenizer
 
     assert bos_prefix(load_tokenizer(tiny_model_dir)) == "<s> "  # sentencepiece: "▁" kept after a textual BOS
     assert bos_prefix(byte_level_tokenizer(bos=True)) == "<bos>"
@@ -75,7 +75,7 @@ def test_bos_prefix_per_tokenizer_kind(tiny_model_dir):
 
 
 def test_trained_system_prompt_is_the_jinja_default(tiny_model_dir):
-    from utils.modeling import load_tokenizer
+    from utils.model.loader import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model_dir)
     write_chat_template(tokenizer, "law_template", system="你是律师。")
@@ -103,7 +103,7 @@ def test_jinja_literals_survive_quotes_backslashes_and_braces(tmp_path):
 
 @pytest.fixture(scope="module")
 def chat_tokenizer(tiny_chat_model_dir):
-    from utils.modeling import load_tokenizer
+    from utils.model.loader import load_tokenizer
 
     return load_tokenizer(tiny_chat_model_dir, padding_side="right")
 
@@ -154,7 +154,7 @@ def _runs(ids, labels, trained: bool):
 
 
 def test_chat_without_a_template_names_the_model(tiny_model_dir):
-    from utils.modeling import load_tokenizer
+    from utils.model.loader import load_tokenizer
 
     with pytest.raises(TemplateError, match=r"the tokenizer of models/x has no chat_template.*law_template"):
         make_prompter(CHAT, load_tokenizer(tiny_model_dir), where="models/x")
@@ -175,7 +175,7 @@ def test_a_template_that_rewrites_earlier_turns_cannot_be_masked(chat_tokenizer)
 
 
 def test_engine_with_the_chat_template_stops_on_its_end_of_turn(tiny_chat_model_dir):
-    from utils.engine import Engine
+    from utils.inference.engine import Engine
 
     engine = Engine.from_pretrained(str(tiny_chat_model_dir), prompt_template=CHAT)
     end = engine.tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -216,7 +216,7 @@ def merged(tiny_model_dir, tmp_path_factory):
 def test_finetune_and_merge_write_the_trained_format_into_the_tokenizer(merged):
     from transformers import AutoTokenizer
 
-    from utils.engine import Engine
+    from utils.inference.engine import Engine
 
     adapter, out = merged
     for directory in (adapter, out):  # the adapter's tokenizer and the merged model's carry it
@@ -245,7 +245,7 @@ def test_transformers_serve_prompts_the_merged_model_as_we_do(merged, tmp_path):
 
     from openai import OpenAI
 
-    from utils.engine import Engine, GenerationParams
+    from utils.inference.engine import Engine, GenerationParams
 
     _, out = merged
     with socket.socket() as s:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tools.check_citations import main, parse_args
-from utils.citations import check_citations, quote_similarity, summarize
-from utils.data import DataError
-from utils.statutes import StatuteStore
+from utils.common.datafiles import DataError
+from utils.legal.citations import check_citations, quote_similarity, summarize
+from utils.legal.statutes import StatuteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,7 +140,7 @@ def test_check_citations_tool_errors(tmp_path):
         main(parse_args([str(bad)]))
     proc = subprocess.run([sys.executable, "tools/check_citations.py", str(tmp_path / "none.jsonl")],
                           capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
+    assert proc.returncode == 1 and proc.stderr.startswith("check_citations: error: ") and len(proc.stderr.splitlines()) == 1
 
 
 @pytest.mark.parametrize("answer, strict_exit", [

@@ -10,7 +10,7 @@ from test_self_instruct import StubServer, chat_reply
 
 from tools import clean_data
 from tools.clean_data import parse_score, repetition
-from utils.statutes import StatuteStore
+from utils.legal.statutes import StatuteStore
 
 GOOD = {"instruction": "诉讼时效期间是多久？", "input": "",
         "output": "根据《中华人民共和国民法典》第一百八十八条，向人民法院请求保护民事权利的诉讼时效期间为三年。"}
@@ -145,7 +145,7 @@ def test_judge_http_error_is_one_line(tmp_path, capsys):
         assert clean_data.main(["--input", str(src), "--backend", "openai", "--api_base", stub.url, "--model", "nope",
                                 "--max_retries", "0"]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("error: ") and "HTTP 404" in err and "does not exist" in err
+    assert err.startswith("clean_data: error: ") and "HTTP 404" in err and "does not exist" in err
     assert not (tmp_path / "d.kept.jsonl").exists()
 
 

@@ -1,11 +1,11 @@
-"""utils/contamination.py: n-gram overlap of test items with a training file."""
+"""utils/lawbench/contamination.py: n-gram overlap of test items with a training file."""
 
 import json
 
 import pytest
 
-from utils import contamination as C
-from utils.data import DataError
+from utils.common.datafiles import DataError
+from utils.lawbench import contamination as C
 
 
 def _item(index, question, answer="答案"):

@@ -2,8 +2,15 @@ import json
 
 import pytest
 
-from utils.data import DataError, expand_paths, files_sha256, load_documents, load_instruction_data, read_records
-from utils.prompter import Prompter
+from utils.common.datafiles import (
+    DataError,
+    expand_paths,
+    files_sha256,
+    load_documents,
+    load_instruction_data,
+    read_records,
+)
+from utils.model.prompter import Prompter
 
 RESOURCES = __import__("pathlib").Path(__file__).resolve().parent.parent / "resources"
 

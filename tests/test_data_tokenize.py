@@ -1,19 +1,19 @@
-"""Tokenisation for training: SFT label masking (utils.data.sft_example) and packing into blocks (the streaming
+"""Tokenisation for training: SFT label masking (utils.common.datafiles.sft_example) and packing into blocks (the streaming
 packer; the cached path is tested against a reference in tests/test_train_data.py)."""
 
 import pytest
 
-from utils.data import IGNORE_INDEX, sft_example, truncate_documents
-from utils.prompter import Prompter
-from utils.streaming import iter_blocks
-from utils.train_data import document_ids
+from utils.common.datafiles import IGNORE_INDEX, sft_example, truncate_documents
+from utils.model.prompter import Prompter
+from utils.training.streamed_blocks import iter_blocks
+from utils.training.tokenized_data import document_ids
 
 OUTPUT = "依据《中华人民共和国刑法》第二百六十四条，处三年以下有期徒刑、拘役或者管制。"
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-    from utils.modeling import load_tokenizer
+    from utils.model.loader import load_tokenizer
 
     return load_tokenizer(tiny_model_dir, padding_side="right")
 

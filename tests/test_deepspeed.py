@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from tiny_model import write_statute_corpus
 
 import train_clm
-from utils.modeling import read_run_info
+from utils.model.loader import read_run_info
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
                                                    reason="deepspeed not installed (requirements-gpu.txt)")]

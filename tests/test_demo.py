@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from utils import lawbench as L
+from utils.lawbench import tasks as L
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ["1. statute corpus", "1b. LawBench test sets", "2. legal vocabulary", "3a. continued pretraining",

@@ -9,10 +9,10 @@ import torch
 
 import dpo
 import merge_lora
-from utils.chat_template import make_prompter
-from utils.data import DataError, sft_example
-from utils.modeling import load_for_inference, load_tokenizer, read_run_info
-from utils.preference import load_preference_data, preference_example
+from utils.common.datafiles import DataError, sft_example
+from utils.model.chat_template import make_prompter
+from utils.model.loader import load_for_inference, load_tokenizer, read_run_info
+from utils.training.preference_pairs import load_preference_data, preference_example
 
 QUESTIONS = ["盗窃罪如何处罚？", "什么是诈骗罪？", "抢劫罪怎么判？", "故意伤害罪的刑罚是什么？"]
 
@@ -75,7 +75,7 @@ def test_on_base_plus_sft_adapter_with_resume(tiny_model_dir, pairs, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from utils.modeling import write_run_info
+    from utils.model.loader import write_run_info
 
     sft = tmp_path / "sft"
     torch.manual_seed(0)
@@ -138,10 +138,10 @@ def test_malformed_pairs_name_file_and_line(tmp_path, line, message):
 
 
 def test_full_dpo_is_refused_with_one_line(tiny_model_dir, pairs, tmp_path, capsys):
-    from utils.trainer import run_entry
+    from utils.common.entry import run_entry
 
     argv = [str(a) for a in common(tiny_model_dir, pairs, tmp_path / "x", "--lora_r", 0)]
-    assert run_entry("dpo", dpo.parse, dpo.main, argv) == 1
+    assert run_entry("dpo", lambda: dpo.main(*dpo.parse(argv))) == 1
     assert "--lora_r 0" in capsys.readouterr().err
 
 

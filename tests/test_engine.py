@@ -1,12 +1,12 @@
-"""utils/engine.py on the tiny random LLaMA: batching, streaming, stopping, parameters, history."""
+"""utils/inference/engine.py on the tiny random LLaMA: batching, streaming, stopping, parameters, history."""
 
 import threading
 
 import pytest
 import torch
 
-from utils.engine import Engine, GenerationParams, PromptTooLongError
-from utils.stopping import held_back
+from utils.inference.engine import Engine, GenerationParams, PromptTooLongError
+from utils.inference.stopping import held_back
 
 QUESTIONS = ["酒驾撞人怎么判刑？", "请介绍赌博罪的定义。", "加班工资", "民间借贷受国家保护的合法利息是多少？请结合案例详细回答。"]
 GREEDY = GenerationParams(max_new_tokens=20)
@@ -53,7 +53,7 @@ def test_stream_yields_growing_text_ending_in_the_batch_answer(engine):
 def test_streamed_text_only_grows_across_byte_fallback_runs(engine):
     """A run of byte tokens decodes differently as it grows ("L", then "��" once a stray continuation byte
     follows), so the stream holds the run back; every piece extends the last and the final is the full decode."""
-    from utils.batching import Request, _Row, byte_fallback_ids
+    from utils.inference.batching import Request, _Row, byte_fallback_ids
 
     tokenizer = engine.tokenizer
     byte_ids = byte_fallback_ids(tokenizer)
@@ -205,7 +205,7 @@ def test_requests_with_different_settings_share_a_batch_and_keep_their_answers(t
 
 
 def test_a_request_cancelled_while_waiting_never_runs(tiny_model_dir):
-    from utils.engine import QueueFullError
+    from utils.inference.engine import QueueFullError
 
     engine = Engine.from_pretrained(str(tiny_model_dir), max_batch_size=1, max_queue=1)
     running = engine.submit(engine.prompt(QUESTIONS[0]), GREEDY.replace(max_new_tokens=300, ignore_eos=True, stop=()))
@@ -226,7 +226,8 @@ def test_a_request_cancelled_while_waiting_never_runs(tiny_model_dir):
 def test_repetition_controls_count_the_answer_only_unless_told(penalize_prompt, banned):
     """--rag answers must be able to quote the prompt's articles: by default the n-gram ban (and the penalty) see
     only the answer's own tokens; penalize_prompt=True counts the prompt too (transformers' way)."""
-    from utils.batching import Request, RowProcessor, _Row
+    from utils.inference.batching import Request, _Row
+    from utils.inference.row_processing import RowProcessor
 
     params = GREEDY.replace(no_repeat_ngram_size=1, repetition_penalty=1.0, penalize_prompt=penalize_prompt)
     row = _Row(Request([3, 4], params, ()), tokenizer=None, eos_ids=set(), started=0.0)

@@ -132,7 +132,7 @@ def test_score_lawbench_raw_predictions_without_a_model(tmp_path):
 
 def test_rescore_a_run_directory_without_a_model(data_dir, tmp_path):
     """An earlier run (predictions.jsonl + run_info.json) is scored again against the data it was run on."""
-    from utils.data import files_sha256
+    from utils.common.datafiles import files_sha256
 
     run = tmp_path / "old-run"
     run.mkdir()
@@ -209,9 +209,9 @@ def test_rag_puts_retrieved_articles_in_the_prompt(tiny_model_dir, data_dir, tmp
 def test_rag_hybrid_without_vectors_fails_before_the_model_loads(data_dir, tmp_path, monkeypatch):
     from tiny_model import write_tiny_statute_db
 
-    from utils import rag
-    from utils.retrieval import BM25Index
-    from utils.statutes import StatuteStore
+    from utils.legal import rag
+    from utils.legal.bm25 import BM25Index
+    from utils.legal.statutes import StatuteStore
 
     write_tiny_statute_db(tmp_path / "laws.db")
     tiny = BM25Index.load(StatuteStore.load(tmp_path / "laws.db"), cache_dir=tmp_path / "cache")

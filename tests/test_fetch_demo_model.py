@@ -3,7 +3,7 @@
 import pytest
 
 from tools.fetch_demo_model import PACKAGE, REQUIRED, is_complete, main
-from utils.modeling import write_run_info
+from utils.model.loader import write_run_info
 
 
 def _fake_model_dir(path, source=PACKAGE):

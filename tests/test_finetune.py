@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import finetune
-from utils.modeling import read_run_info
+from utils.model.loader import read_run_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,10 +40,10 @@ def test_adapter_and_run_info_let_inference_find_everything(tiny_model_dir, data
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from utils import sampling
-    from utils.modeling import load_for_inference
+    from utils.model.loader import load_for_inference
+    from utils.training import length_grouped_sampler as sampling
 
-    drawn = []  # --group_by_length goes through our sampler (batches in random order, utils/sampling.py)
+    drawn = []  # --group_by_length goes through our sampler (batches in random order, utils/training/length_grouped_sampler.py)
     real_iter = sampling.ShuffledLengthGroupedSampler.__iter__
     monkeypatch.setattr(sampling.ShuffledLengthGroupedSampler, "__iter__",
                         lambda self: iter(drawn.extend(list(real_iter(self))) or drawn[-len(self):]))
@@ -145,7 +145,7 @@ def test_all_linear_adapts_every_linear_layer_but_the_head(tiny_model_dir, data,
 @pytest.mark.parametrize("problem", ["unknown_template", "8bit_on_cpu", "bad_batch", "no_answer_fits", "bad_target",
                                      "all_linear_and_more", "chat_without_template"])
 def test_argument_errors_are_one_line(tiny_model_dir, data, tmp_path, capsys, problem):
-    from utils.trainer import run_entry
+    from utils.common.entry import run_entry
 
     extra, expected = {
         "unknown_template": (["--prompt_template_name", "nope"], "unknown prompt template 'nope'"),
@@ -158,7 +158,7 @@ def test_argument_errors_are_one_line(tiny_model_dir, data, tmp_path, capsys, pr
                                   f"the tokenizer of {tiny_model_dir} has no chat_template"),
     }[problem]
     argv = [str(a) for a in common(tiny_model_dir, data, tmp_path / "o", *extra)]
-    assert run_entry("finetune", finetune.parse, finetune.main, argv) == 1
+    assert run_entry("finetune", lambda: finetune.main(*finetune.parse(argv))) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("finetune: error:") and expected in err, err
 
@@ -167,7 +167,7 @@ def test_chat_template_trains_a_chat_model_in_its_own_format(tiny_chat_model_dir
     from tiny_model import CHATML_TEMPLATE
     from transformers import AutoTokenizer
 
-    from utils.engine import Engine
+    from utils.inference.engine import Engine
 
     out = tmp_path / "chat"
     run(*common(tiny_chat_model_dir, data, out, "--max_steps", 1, "--save_strategy", "no",
@@ -183,7 +183,7 @@ def test_chat_template_trains_a_chat_model_in_its_own_format(tiny_chat_model_dir
 def test_system_prompt_with_our_template_becomes_the_jinja_default(tiny_model_dir, data, tmp_path):
     from transformers import AutoTokenizer
 
-    from utils.prompter import Prompter
+    from utils.model.prompter import Prompter
 
     out = tmp_path / "sys"
     run(*common(tiny_model_dir, data, out, "--max_steps", 1, "--save_strategy", "no", "--system_prompt", "你是律师。"))

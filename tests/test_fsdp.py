@@ -16,7 +16,7 @@ from tiny_model import write_statute_corpus
 
 import finetune
 import train_clm
-from utils.modeling import read_run_info
+from utils.model.loader import read_run_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FSDP = ["--fsdp", "--fsdp_config", os.path.join(ROOT, "scripts", "fsdp.json")]
@@ -26,8 +26,13 @@ ATOL, RTOL = 1e-5, 1e-4
 
 @pytest.fixture(scope="module")
 def inputs(tiny_model_dir, tmp_path_factory):
-    from utils.modeling import load_tokenizer
-    from utils.vocab import merge_sentencepiece, normal_pieces, save_sentencepiece_tokenizer, train_sentencepiece
+    from utils.model.loader import load_tokenizer
+    from utils.model.vocabulary import (
+        merge_sentencepiece,
+        normal_pieces,
+        save_sentencepiece_tokenizer,
+        train_sentencepiece,
+    )
 
     work = tmp_path_factory.mktemp("fsdp-inputs")
     corpus = write_statute_corpus(work / "docs.jsonl", limit=300, stride=7, offset=3)

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from tools import export_gguf
-from utils import gguf_check as C
-from utils import gguf_export as G
-from utils.modeling import load_tokenizer, write_run_info
+from utils.export import gguf as G
+from utils.export import gguf_check as C
+from utils.model.loader import load_tokenizer, write_run_info
 
 SP_WORDS = ["入户盗窃", "劳动合同法", "民间借贷", "用人单位", "诈骗罪名"]  # appended to tokenizer.model
 ADDED_WORD, ADDED_SPECIAL = "危险驾驶罪", "<|legal_sep|>"  # added with add_tokens: tokenizer.json only
@@ -45,7 +45,7 @@ def merged(tiny_model_dir, tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
     import merge_lora
-    from utils import vocab
+    from utils.model import vocabulary as vocab
 
     work = tmp_path_factory.mktemp("gguf")
     base_tokenizer = load_tokenizer(tiny_model_dir)
@@ -227,8 +227,8 @@ def test_ollama_template_renders_our_prompts(tiny_model_dir, tmp_path, template)
     go = shutil.which("go")
     if go is None:
         pytest.skip("Go is not installed (apt-get install golang-go): the TEMPLATE is checked by executing it")
-    from utils.chat_template import jinja_template
-    from utils.prompter import Prompter
+    from utils.model.chat_template import jinja_template
+    from utils.model.prompter import Prompter
 
     prompter = Prompter(template)
     modelfile = G.ollama_modelfile(prompter, "lawgpt.gguf")

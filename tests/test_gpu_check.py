@@ -1,4 +1,4 @@
-"""The GPU preflight (scripts/gpu_check.sh, tools/gpu_check.py, its worker, utils/flops.py), tested without a GPU:
+"""The GPU preflight (scripts/gpu_check.sh, tools/gpu_check.py, its worker, utils/training/throughput.py), tested without a GPU:
 the refusal line, the table from step records, the MFU arithmetic against a hand computation, every path's command
 line against the real scripts' parsers, and (slow) the worker itself running the CPU-capable paths on the tiny
 model, its records turned into rows."""
@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import gpu_check  # noqa: E402
 import gpu_check_worker  # noqa: E402
 
-from utils.flops import GpuPeak, gpu_peak, mfu, step_stats, train_flops_per_token  # noqa: E402
+from utils.training.throughput import GpuPeak, gpu_peak, mfu, step_stats, train_flops_per_token  # noqa: E402
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
 
@@ -120,7 +120,7 @@ def test_embedding_rows_of_a_partitioned_model(tiny_model_dir):
     The vocabulary check must still see the real rows, or the embeddings would be "grown" from 0."""
     from transformers import AutoModelForCausalLM
 
-    from utils.modeling import embedding_rows
+    from utils.model.loader import embedding_rows
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     rows = model.config.vocab_size
@@ -130,7 +130,7 @@ def test_embedding_rows_of_a_partitioned_model(tiny_model_dir):
 
 def test_random_model_loads_like_a_base_model(tmp_path):
     """--random_model's builder, in a small shape: the project's loader and engine take it as any base model."""
-    from utils.engine import Engine, GenerationParams
+    from utils.inference.engine import Engine, GenerationParams
 
     shape = {**gpu_check_worker.RANDOM_SHAPES["llama-1b"], "hidden_size": 64, "intermediate_size": 128,
              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 3000}
@@ -222,7 +222,7 @@ def test_training_command_lines_are_accepted_by_the_scripts(tmp_path):
 
     import finetune
     import train_clm
-    from utils.training import LawTrainingArguments, LegacyArguments, LoraArguments, ModelArguments
+    from utils.training.setup import LawTrainingArguments, LegacyArguments, LoraArguments, ModelArguments
 
     worker = str(ROOT / "tools" / "gpu_check_worker.py")
     for name, cmd in commands(tmp_path).items():
@@ -238,7 +238,7 @@ def test_training_command_lines_are_accepted_by_the_scripts(tmp_path):
         records, script, argv = rest[0], rest[1], rest[2:]
         assert records.endswith(f"{name}.records.jsonl")
         module = {"train_clm": train_clm, "finetune": finetune}[script]
-        # every flag is one the script's parser knows (HfArgumentParser, the classes utils.training.parse_args uses)
+        # every flag is one the script's parser knows (HfArgumentParser, the classes utils.training.setup.parse_args uses)
         parser = HfArgumentParser((ModelArguments, LoraArguments, module.SftDataArguments if script == "finetune"
                                    else module.ClmDataArguments, LegacyArguments, LawTrainingArguments))
         _, unknown = parser.parse_known_args(argv)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import infer
-from utils.data import DataError
-from utils.engine import Engine, GenerationParams
-from utils.results_log import ResultsLog
+from utils.common.datafiles import DataError
+from utils.common.results_log import ResultsLog
+from utils.inference.engine import Engine, GenerationParams
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = GenerationParams(max_new_tokens=12)
@@ -176,7 +176,9 @@ def test_killed_run_resumes_with_every_record_once(tiny_model_dir, tmp_path):
 @pytest.mark.slow
 def test_rag_records_carry_articles_and_citation_verdicts(tiny_model_dir, tmp_path):
     rag_engine = Engine.from_pretrained(str(tiny_model_dir), prompt_template="law_rag")
-    hook = infer.RagHook(top_k=1)
+    from utils.legal import rag
+
+    hook = infer.RagHook(rag, top_k=1)
     items, _ = infer.read_questions(str(write_questions(tmp_path / "q.jsonl", [
         {"instruction": "入户盗窃怎么处罚？"}, {"instruction": "公司不签劳动合同要付双倍工资吗？"}])))
     out = tmp_path / "answers.jsonl"
@@ -195,9 +197,9 @@ def test_rag_records_carry_articles_and_citation_verdicts(tiny_model_dir, tmp_pa
 def test_rag_hybrid_without_vectors_fails_before_the_model_loads(tmp_path, monkeypatch):
     from tiny_model import write_tiny_statute_db
 
-    from utils import rag
-    from utils.retrieval import BM25Index
-    from utils.statutes import StatuteStore
+    from utils.legal import rag
+    from utils.legal.bm25 import BM25Index
+    from utils.legal.statutes import StatuteStore
 
     write_tiny_statute_db(tmp_path / "laws.db")  # a store whose e5 vectors were never built
     tiny = BM25Index.load(StatuteStore.load(tmp_path / "laws.db"), cache_dir=tmp_path / "cache")
@@ -225,7 +227,7 @@ def test_a_model_trained_with_law_rag_warns_when_run_without_rag(tiny_model_dir,
     """Without retrieved articles a law_rag model has nothing to quote and invents citations: say so, once."""
     import shutil
 
-    from utils.rag import missing_rag_warning
+    from utils.legal.rag import missing_rag_warning
 
     assert missing_rag_warning("law_rag", rag_on=False) and "--rag" in missing_rag_warning("law_rag", False)
     assert missing_rag_warning("law_rag", rag_on=True) is None

@@ -9,7 +9,7 @@ import pytest
 
 from tools import knowledge_instruct
 from tools.knowledge_instruct import TEMPLATES, build, parse_args
-from utils.statutes import StatuteStore
+from utils.legal.statutes import StatuteStore
 
 THEFT = "盗窃公私财物，数额较大的，或者多次盗窃、入户盗窃、携带凶器盗窃、扒窃的"
 
@@ -151,7 +151,7 @@ def test_bad_arguments():
 
 
 def test_identity_and_out_of_scope_items_take_the_assistant_name(lawbench_dir):
-    from utils.persona import is_scope_statement
+    from utils.datagen.persona import is_scope_statement
 
     items, stats = run(lawbench_dir, "--kinds", "identity,out_of_scope", "--assistant_name", "法小助",
                        "--assistant_maker", "某某大学")
@@ -167,7 +167,7 @@ def test_identity_and_out_of_scope_items_take_the_assistant_name(lawbench_dir):
 def test_persona_items_carry_the_retrieved_articles_for_law_rag_data(lawbench_dir):
     """A model served with --rag gets articles with "你是谁？" too: law_rag data gives persona items those articles
     (the same text utils/rag.prepare builds when serving), plain data does not."""
-    from utils.rag import prepare
+    from utils.legal.rag import prepare
 
     def with_articles(*extra):
         items, _ = run(lawbench_dir, "--kinds", "identity,out_of_scope", *extra)
@@ -190,9 +190,9 @@ def test_persona_items_carry_the_retrieved_articles_for_law_rag_data(lawbench_di
 def test_grounded_answers_cite_and_quote_the_retrieved_gold_or_say_it_is_missing(lawbench_dir, store):
     """input = what --rag retrieves for the question; output cites + quotes the gold article when it is among them
     (the quote checks out), else says the articles do not settle it; held-out gold and 1-1 articles never appear."""
-    from utils import rag
-    from utils.citations import check_citations
-    from utils.grounded import NOT_SETTLED
+    from utils.datagen.grounded import NOT_SETTLED
+    from utils.legal import rag
+    from utils.legal.citations import check_citations
 
     items, stats = run(lawbench_dir, "--kinds", "grounded_answer", "--max_per_kind", "60", "--seed", "3")
     assert stats["grounded_answer"]["kept"] == len(items) == 60

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from utils import lawbench as L
+from utils.lawbench import tasks as L
 
 LAWBENCH = Path(__file__).resolve().parents[2] / "shared" / "lawbench"
 RAW = LAWBENCH / "raw_predictions"
@@ -64,6 +64,6 @@ def test_every_task_equals_lawbench_published(archive, unpacked):
 
 @pytest.mark.parametrize("archive", ARCHIVES)
 def test_proofreading_equals_lawbench_published(archive, unpacked):
-    pytest.importorskip("utils.lawbench_proofreading",
-                        reason="2-1 is scored by utils/lawbench_proofreading.py, which is not in this checkout yet")
+    pytest.importorskip("utils.lawbench.proofreading",
+                        reason="2-1 is scored by utils/lawbench/proofreading.py, which is not in this checkout yet")
     assert disagreements(unpacked(archive), ["2-1"], published(archive)) == []

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from utils import lawbench as L
-from utils import lawbench_metrics as M
-from utils import lawbench_scoring as S
-from utils.numerals import cn_to_int
+from utils.lawbench import metrics as M
+from utils.lawbench import scoring as S
+from utils.lawbench import tasks as L
+from utils.legal.numerals import cn_to_int
 
 LAWBENCH = Path(__file__).resolve().parents[2] / "shared" / "lawbench"
 needs_lawbench = pytest.mark.skipif(not (LAWBENCH / "data").is_dir(), reason=f"LawBench copy not found at {LAWBENCH}")
@@ -183,7 +183,7 @@ def test_gold_answers_not_in_lawbench_form_are_refused(task, gold, expected):
 
 
 def test_proofreading_goes_through_its_module():
-    pytest.importorskip("utils.lawbench_proofreading", reason="utils/lawbench_proofreading.py is not in this checkout yet")
+    pytest.importorskip("utils.lawbench.proofreading", reason="utils/lawbench/proofreading.py is not in this checkout yet")
     items = [{"instruction": "纠正下面法律文书句子。句子：", "question": "上诉证据收集程序合法。", "answer": "上述证据收集程序合法。"},
              {"instruction": "纠正下面法律文书句子。句子：", "question": "本院认为事实清楚。", "answer": "本院认为事实清楚。"}]
     score, details = L.score_task("2-1", items, ["上述证据收集程序合法。", "本院认为事实不清楚。"])

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from utils import cherrant_char
-from utils.lawbench_proofreading import score_proofreading, source_from_prompt
+from utils.lawbench import cherrant_char
+from utils.lawbench.proofreading import score_proofreading, source_from_prompt
 
 LAWBENCH = Path(__file__).resolve().parents[2] / "shared" / "lawbench"
 
@@ -152,7 +152,7 @@ def _published(shot: str) -> dict[str, float]:
         ("one_shot/GPT4", 1e-6),
         ("zero_shot/qwen-7b-chat-hf", 1e-6),
         ("zero_shot/fuzi-mingcha-7b-hf", 1e-6),
-        # about 50 of its predictions ran into LawBench's 10 s limit, which we model (utils/lawbench_proofreading.py)
+        # about 50 of its predictions ran into LawBench's 10 s limit, which we model (utils/lawbench/proofreading.py)
         pytest.param("zero_shot/lawgpt-7b-beta1.1-hf", 1e-3, marks=pytest.mark.slow),
     ],
 )

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import merge_lora
-from utils.modeling import load_for_inference, read_run_info, write_run_info
+from utils.model.loader import load_for_inference, read_run_info, write_run_info
 
 ROOT = Path(__file__).resolve().parent.parent
 NEW_TOKENS = ["入户盗窃", "劳动合同法", "诈骗罪名", "民间借贷"]
@@ -20,7 +20,7 @@ def make_adapter(base_dir: Path, out: Path, extend: bool = False, base_model=Non
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from utils.modeling import load_tokenizer
+    from utils.model.loader import load_tokenizer
 
     torch.manual_seed(1)
     tokenizer = load_tokenizer(base_dir)

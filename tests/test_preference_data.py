@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from tools import preference_data as pd
-from utils.citations import check_citations
-from utils.persona import (
+from utils.datagen.persona import (
     DEFAULT_NAME,
     IDENTITY_QUESTIONS,
     OUT_OF_SCOPE,
@@ -20,8 +19,9 @@ from utils.persona import (
     names_assistant,
     out_of_scope_items,
 )
-from utils.preference import assess, load_preference_data, pick_pair, tier
-from utils.statutes import StatuteStore
+from utils.legal.citations import check_citations
+from utils.legal.statutes import StatuteStore
+from utils.training.preference_pairs import assess, load_preference_data, pick_pair, tier
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the checker must say about the rejected side of each kind.

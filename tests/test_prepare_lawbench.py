@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tools import prepare_lawbench as P
-from utils import lawbench as L
-from utils.data import DataError
+from utils.common.datafiles import DataError
+from utils.lawbench import tasks as L
 
 LAWBENCH = Path(__file__).resolve().parent.parent.parent / "shared" / "lawbench"
 needs_lawbench = pytest.mark.skipif(not (LAWBENCH / "data").is_dir(), reason=f"LawBench copy not found at {LAWBENCH}")

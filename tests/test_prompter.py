@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from utils.prompter import TEMPLATES_DIR, Prompter, TemplateError, available_templates
+from utils.model.prompter import TEMPLATES_DIR, Prompter, TemplateError, available_templates
 
 
 def test_templates_found_from_any_directory(tmp_path):

@@ -1,12 +1,12 @@
-"""utils/report.py: scores.json / Markdown / PNG per run, --compare, LawBench's published averages."""
+"""utils/lawbench/report.py: scores.json / Markdown / PNG per run, --compare, LawBench's published averages."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from utils import report as R
-from utils.lawbench import TASKS
+from utils.lawbench import report as R
+from utils.lawbench.tasks import TASKS
 
 LAWBENCH = Path(__file__).resolve().parent.parent.parent / "shared" / "lawbench"
 needs_lawbench = pytest.mark.skipif(not (LAWBENCH / "predictions").is_dir(), reason=f"LawBench copy not found at {LAWBENCH}")

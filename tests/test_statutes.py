@@ -2,7 +2,7 @@
 
 import pytest
 
-from utils.statutes import (
+from utils.legal.statutes import (
     KNOWN_REPEALED,
     StatuteError,
     StatuteStore,

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 from tiny_model import write_statute_corpus
 
 import train_clm
-from utils.modeling import read_run_info
-from utils.vocab import merge_sentencepiece, normal_pieces, save_sentencepiece_tokenizer, train_sentencepiece
+from utils.model.loader import read_run_info
+from utils.model.vocabulary import merge_sentencepiece, normal_pieces, save_sentencepiece_tokenizer, train_sentencepiece
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,7 +25,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def legal_tokenizer(tiny_model_dir, corpus, tmp_path_factory):
-    from utils.modeling import load_tokenizer
+    from utils.model.loader import load_tokenizer
 
     work = tmp_path_factory.mktemp("legal-tok")
     docs = [json.loads(line)["content"] for line in corpus.read_text(encoding="utf-8").splitlines()]
@@ -230,7 +230,7 @@ def test_new_rows_mode_trains_only_the_new_vocabulary(tiny_model_dir, corpus, le
 
 
 def test_new_embeddings_mode_is_checked(tiny_model_dir, corpus, tmp_path):
-    from utils.training import ConfigError
+    from utils.common.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--new_embeddings 'some_rows'"):
         run(*common(tiny_model_dir, corpus, tmp_path / "x", "--new_embeddings", "some_rows"))

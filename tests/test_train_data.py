@@ -1,4 +1,4 @@
-"""The datasets data path (utils/train_data.py, utils/streaming.py): the same blocks and examples as the in-memory
+"""The datasets data path (utils/training/tokenized_data.py, utils/training/streamed_blocks.py): the same blocks and examples as the in-memory
 path it replaced, the cache's reuse and invalidation, file:line errors deep in a file, streaming shards and ranks."""
 
 import json
@@ -11,16 +11,30 @@ from pathlib import Path
 import pytest
 from tiny_model import statute_sample
 
-from utils.data import IGNORE_INDEX, DataError, iter_documents, load_documents, load_instruction_data, sft_example
-from utils.prompter import Prompter
-from utils.streaming import Piece, hold_out, plan_shards, streaming_blocks
-from utils.train_data import PipelineArguments, build_clm, build_sft, file_digests, prompter_key, write_blocks
+from utils.common.datafiles import (
+    IGNORE_INDEX,
+    DataError,
+    file_digests,
+    iter_documents,
+    load_documents,
+    load_instruction_data,
+    sft_example,
+)
+from utils.model.prompter import Prompter
+from utils.training.streamed_blocks import Piece, hold_out, plan_shards, streaming_blocks
+from utils.training.tokenized_data import (
+    PipelineArguments,
+    build_clm,
+    build_sft,
+    prompter_key,
+    write_blocks,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------- the in-memory path this replaced (commit 7092054),
-# copied as the reference: tokenize_documents, pack_blocks (utils/data.py) and split_holdout (utils/training.py).
+# copied as the reference: tokenize_documents, pack_blocks (utils/common/datafiles.py) and split_holdout (utils/training/setup.py).
 
 
 def old_tokenize_documents(tokenizer, docs, add_eos=True):
@@ -58,7 +72,7 @@ def old_blocks(tokenizer, files, block_size, val_set_size=0, seed=7, add_eos=Tru
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-    from utils.modeling import load_tokenizer
+    from utils.model.loader import load_tokenizer
 
     return load_tokenizer(tiny_model_dir)
 
@@ -131,7 +145,7 @@ def test_sft_examples_are_todays_examples(tokenizer, tmp_path):
 
 def test_cache_is_reused_and_invalidated_by_content_tokenizer_and_block_size(tiny_model_dir, tokenizer, corpus,
                                                                               tmp_path):
-    from utils.modeling import load_tokenizer
+    from utils.model.loader import load_tokenizer
 
     args = pipeline(tmp_path)
     first = clm(corpus, tokenizer, 64, args)
@@ -159,7 +173,7 @@ def test_cache_is_reused_and_invalidated_by_content_tokenizer_and_block_size(tin
 
 
 def test_arguments_are_checked(tmp_path):
-    from utils.training import ConfigError
+    from utils.common.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--preprocessing_num_workers 0"):
         PipelineArguments(preprocessing_num_workers=0)
@@ -274,7 +288,7 @@ def test_streaming_resume_continues_the_same_stream(tiny_model_dir, corpus, tmp_
     import torch
     from safetensors.torch import load_file
 
-    from utils.modeling import read_run_info
+    from utils.model.loader import read_run_info
 
     args = ["--max_steps", 3, "--save_steps", 2, "--val_set_size", 20]
     _train_clm(tiny_model_dir, corpus, tmp_path / "a", *args)
@@ -289,8 +303,8 @@ def test_streaming_resume_continues_the_same_stream(tiny_model_dir, corpus, tmp_
 
 
 def test_check_resume_refuses_a_checkpoint_past_the_first_pass(tmp_path):
-    from utils.streaming import check_resume
-    from utils.training import ConfigError
+    from utils.common.errors import ConfigError
+    from utils.training.streamed_blocks import check_resume
 
     for epoch, refused in ((0.75, False), (1.25, True)):
         checkpoint = tmp_path / f"checkpoint-{epoch}"
@@ -307,7 +321,7 @@ def test_check_resume_refuses_a_checkpoint_past_the_first_pass(tmp_path):
 
 @pytest.mark.slow
 def test_streaming_resume_after_a_whole_pass_is_refused(tiny_model_dir, corpus, tmp_path):
-    from utils.training import ConfigError
+    from utils.common.errors import ConfigError
 
     small = tmp_path / "small.jsonl"
     small.write_text("".join(corpus[0].read_text(encoding="utf-8").splitlines(keepends=True)[:4]), encoding="utf-8")

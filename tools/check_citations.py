@@ -26,9 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.citations import PROBLEMS, VERDICTS, Verdict, check_citations, summarize  # noqa: E402
-from utils.data import DataError, read_records, write_jsonl  # noqa: E402
-from utils.statutes import StatuteError, StatuteStore  # noqa: E402
+from utils.common.datafiles import DataError, read_records, write_jsonl  # noqa: E402
+from utils.common.entry import run_entry  # noqa: E402
+from utils.legal.citations import PROBLEMS, VERDICTS, Verdict, check_citations, summarize  # noqa: E402
+from utils.legal.statutes import StatuteStore  # noqa: E402
 
 
 def check_file(path: str, field: str, store: StatuteStore) -> list[tuple[str, list[Verdict]]]:
@@ -96,8 +97,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(parse_args()))
-    except (DataError, StatuteError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(run_entry("check_citations", lambda: main(parse_args())))

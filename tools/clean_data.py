@@ -2,10 +2,10 @@
 
 Rules (always on): malformed or empty fields, too short, repeated text (a character run, a phrase
 looping 3+ times, the same line 3+ times), and citations in the instruction or answer to articles
-that do not exist in the statute store or belong to a repealed law (``utils/citations.py``). The
+that do not exist in the statute store or belong to a repealed law (``utils/legal/citations.py``). The
 case material in ``input`` is not citation-checked: a judgment may rightly cite a law of its time.
 
-Judge (off with ``--no_judge``): the generator backend (``utils/generators.py``: a local model or an
+Judge (off with ``--no_judge``): the generator backend (``utils/datagen/llm_backends.py``: a local model or an
 OpenAI-compatible API) scores each item that passed the rules from 1 to 5 with a fixed rubric; items
 under ``--min_score`` are rejected, and so is any reply without one clear score (never kept by
 default). Judge replies are appended to a cache as they come (``--judge_cache``), so an interrupted
@@ -33,12 +33,13 @@ sys.path.insert(0, str(ROOT))
 
 from tqdm import tqdm  # noqa: E402
 
-from utils.citations import check_citations  # noqa: E402
-from utils.data import DataError, read_records, write_jsonl  # noqa: E402
-from utils.generators import GeneratorError, add_generator_arguments, generator_from_args  # noqa: E402
-from utils.lawbench_metrics import content_chars  # noqa: E402
-from utils.results_log import ResultsLog, item_key  # noqa: E402
-from utils.statutes import StatuteError, StatuteStore  # noqa: E402
+from utils.common.datafiles import DataError, read_records, write_jsonl  # noqa: E402
+from utils.common.entry import run_entry  # noqa: E402
+from utils.common.results_log import ResultsLog, item_key  # noqa: E402
+from utils.datagen.llm_backends import add_generator_arguments, generator_from_args  # noqa: E402
+from utils.lawbench.metrics import content_chars  # noqa: E402
+from utils.legal.citations import check_citations  # noqa: E402
+from utils.legal.statutes import StatuteStore  # noqa: E402
 
 RUBRIC = """你是一名严格的法律数据审核员。请评估下面这条用于训练中文法律大模型的指令数据，按1到5分打分：
 5分：回答完全正确，引用的法律条文真实、现行有效且与问题相符，表述完整，格式规范；
@@ -203,18 +204,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from utils.engine import PromptTooLongError
-    from utils.modeling import ModelLoadError
+    """The command line: exit status 0, or 1 with one line on stderr (utils/common/entry.py)."""
+    return run_entry("clean_data", lambda: _run(argv))
 
-    try:
-        generator = None if args.no_judge else generator_from_args(args)
-        kept, rejected = clean(args, generator)
-        write_jsonl(args.kept_path, kept)
-        write_jsonl(args.rejected_path, rejected)
-    except (DataError, GeneratorError, StatuteError, PromptTooLongError, ModelLoadError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+
+def _run(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    generator = None if args.no_judge else generator_from_args(args)
+    kept, rejected = clean(args, generator)
+    write_jsonl(args.kept_path, kept)
+    write_jsonl(args.rejected_path, rejected)
     counts = Counter(reason.split(":", 1)[0] for r in rejected for reason in r["reasons"])
     print(f"[clean_data] {len(kept) + len(rejected)} items: {len(kept)} kept → {args.kept_path}, "
           f"{len(rejected)} rejected → {args.rejected_path}")

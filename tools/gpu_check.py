@@ -9,7 +9,7 @@ Each path runs the project's own scripts (tools/gpu_check_worker.py around train
 merge_lora.py, the engine and the API app) for ``--steps`` optimizer steps, in a process of its own (torchrun over
 all GPUs for DeepSpeed and FSDP; one GPU for the others), so one failure never hides the others. The table gives
 per path: ok or failed with a one-line reason, s/step and tokens/s after ``--warmup`` steps, peak GPU memory
-(torch's allocator, rank 0) and, for training, MFU against the GPU's dense 16-bit peak (utils/flops.py: the
+(torch's allocator, rank 0) and, for training, MFU against the GPU's dense 16-bit peak (utils/training/throughput.py: the
 formula and the datasheet figure used; ``--peak_tflops`` for a GPU not in its table). It is written to
 ``--output_dir`` as gpu_check.md and gpu_check.json with the GPU, the library versions and every record.
 
@@ -37,14 +37,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tools.gpu_check_worker import RANDOM_SHAPES  # noqa: E402
-from utils.flops import GpuPeak, gpu_peak, mfu, step_stats, train_flops_per_token  # noqa: E402
+from utils.common.entry import run_entry  # noqa: E402
+from utils.common.errors import LawgptError  # noqa: E402
+from utils.training.throughput import GpuPeak, gpu_peak, mfu, step_stats, train_flops_per_token  # noqa: E402
 
 DEMO_MODEL = ROOT / "models" / "base_models" / "gemma-3-270m"
 WORKER = ROOT / "tools" / "gpu_check_worker.py"
 MARKER = ".gpu_check"  # in --output_dir: the check wrote it, so the next run may clear it
 
 
-class GpuCheckError(RuntimeError):
+class GpuCheckError(LawgptError, RuntimeError):
     """The check cannot run here (no CUDA, no model)."""
 
 
@@ -192,10 +194,10 @@ def read_records(path: Path) -> list[dict]:
 
 
 def prepare_data(work: Path, documents: int = 3000, questions: int = 512) -> dict:
-    """Training data from the statutes the repo ships (utils/statutes.py): ``documents`` articles as pretraining
+    """Training data from the statutes the repo ships (utils/legal/statutes.py): ``documents`` articles as pretraining
     documents (docs.jsonl, field content) and ``questions`` other articles as instruction items asking for an
     article's text (sft.jsonl): real lengths (tens to hundreds of tokens), no download. Returns their paths."""
-    from utils.statutes import StatuteStore
+    from utils.legal.statutes import StatuteStore
 
     work.mkdir(parents=True, exist_ok=True)
     docs, sft = work / "docs.jsonl", work / "sft.jsonl"
@@ -316,7 +318,7 @@ def main(
         output_dir: where outputs, records, logs, gpu_check.md and gpu_check.json go (cleared on each run).
         timeout_s: limit for one path (seconds).
         budget_s: the whole check's limit (seconds): a path gets at most what is left; none starts with < 30 s.
-        peak_tflops: the GPU's dense 16-bit peak (TFLOP/s), for a GPU not in utils/flops.py's table.
+        peak_tflops: the GPU's dense 16-bit peak (TFLOP/s), for a GPU not in utils/training/throughput.py's table.
         random_model: instead of --model, build one with random weights in a real model's shape (llama-1b,
             llama-7b; a statute-trained tokenizer) under output_dir/model — for a machine without a model.
         list_paths: print the paths and what each runs, and exit.
@@ -398,17 +400,12 @@ def report_text(rows: list[Row], gpu: str, gpus: int, peak: GpuPeak | None, mode
             f"model: {model}; {steps} steps per training path, the first {warmup} untimed; whole check {wall_s:.0f} s",
             ""]
     foot = ["", "", "MFU = tokens/s x model FLOPs per token / (peak x GPUs); FLOPs per token 6N (full) or 4N (LoRA) + "
-                "12·layers·attention width·tokens per sample, N = weights in matmuls (utils/flops.py, PaLM app. B)."]
+                "12·layers·attention width·tokens per sample, N = weights in matmuls (utils/training/throughput.py, PaLM app. B)."]
     return "\n".join(head) + render_table(rows) + "\n".join(foot)
 
 
 def run() -> None:
-    try:
-        code = fire.Fire(main, serialize=lambda result: None)
-    except GpuCheckError as e:
-        print(f"gpu_check: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    sys.exit(code or 0)
+    sys.exit(run_entry("gpu_check", lambda: fire.Fire(main, serialize=lambda result: None)))
 
 
 if __name__ == "__main__":

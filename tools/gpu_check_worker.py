@@ -45,7 +45,7 @@ class Records:
 
 
 def model_shape(model) -> dict:
-    """What the FLOPs formula needs (utils/flops.py): weights that multiply activations, layers, attention width."""
+    """What the FLOPs formula needs (utils/training/throughput.py): weights that multiply activations, layers, attention width."""
     import torch
 
     # bitsandbytes layers are Linears too; LoRA's own matrices are left out (negligible), and so is the frozen copy
@@ -99,13 +99,13 @@ def merge(records: Records, adapter: str, output_dir: str, load_4bit: bool = Fal
     """merge_lora.py into a full-precision base (its own logits check inside); for a QLoRA adapter also how far the
     merged model is from the 4-bit base + adapter it was trained as (the quantisation error)."""
     import merge_lora
-    from utils.modeling import load_for_inference, load_model, read_run_info
+    from utils.model.loader import load_for_inference, load_model, read_run_info
 
     result = merge_lora.main(lora_model=adapter, output_dir=output_dir, overwrite=True, dtype="float32")
     records.write("note", text=f"merged (fp32) vs adapter: max logit diff {result['max_abs_diff']:.2g}")
     if load_4bit:
         quantised = load_for_inference(None, adapter, load_4bit=True)
-        ids = merge_lora.verification_ids(quantised.tokenizer, read_run_info(adapter).get("prompt_template"))
+        ids = merge_lora.verification_prompt_ids(quantised.tokenizer, read_run_info(adapter).get("prompt_template"))
         trained = merge_lora.logits_of(quantised.model, ids)
         del quantised
         merged = load_model(output_dir, dtype="float32")
@@ -135,8 +135,8 @@ def random_model(records: Records, out_dir: str, shape: str | dict, tokenizer_vo
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaTokenizer
 
-    from utils.statutes import StatuteStore
-    from utils.vocab import train_sentencepiece
+    from utils.legal.statutes import StatuteStore
+    from utils.model.vocabulary import train_sentencepiece
 
     fields = RANDOM_SHAPES[shape] if isinstance(shape, str) else shape
     out = Path(out_dir)
@@ -160,7 +160,7 @@ def random_model(records: Records, out_dir: str, shape: str | dict, tokenizer_vo
 
 
 def questions(count: int) -> list[str]:
-    from utils.data import load_instruction_data
+    from utils.common.datafiles import load_instruction_data
 
     items = [item["instruction"] for item in load_instruction_data(ROOT / "resources" / "example_infer_data.json",
                                                                   require_output=False)]
@@ -170,7 +170,7 @@ def questions(count: int) -> list[str]:
 def generate(records: Records, model_dir: str, dtype: str, prompts: int = 32, max_new_tokens: int = 128,
              batch: int = 16) -> None:
     """Batched generation through the engine; EOS ignored so every answer has max_new_tokens tokens."""
-    from utils.engine import Engine, GenerationParams
+    from utils.inference.engine import Engine, GenerationParams
 
     engine = Engine.from_pretrained(model_dir, dtype=dtype, max_batch_size=batch)
     try:
@@ -194,8 +194,8 @@ def api(records: Records, model_dir: str, dtype: str, clients: int = 16, each: i
     import uvicorn
     from openai import OpenAI
 
-    from utils.api_app import APISettings, build_api
-    from utils.engine import Engine
+    from utils.inference.api_app import APISettings, build_api
+    from utils.inference.engine import Engine
 
     engine = Engine.from_pretrained(model_dir, dtype=dtype, max_batch_size=clients)
     with socket.socket() as s:

@@ -8,16 +8,16 @@ Seven kinds of items, each with several phrasings (picked with ``--seed``, so a 
 - ``charge_definition``  请介绍盗窃罪的定义 → the 刑法 article that defines the charge, quoted;
 - ``article_charge``   a 刑法 article's text as input → the charge(s) it defines;
 - ``grounded_answer``  an everyday question + the articles ``--rag`` retrieves for it → a short answer citing and
-                       quoting the right one, or saying the retrieved articles do not settle it (utils/grounded.py;
+                       quoting the right one, or saying the retrieved articles do not settle it (utils/datagen/grounded.py;
                        train with the law_rag template; the held-out questions' gold articles are never used);
 - ``identity``         who are you / who made you / what can you do → the assistant's ``--assistant_name`` and
-                       ``--assistant_maker`` (default LaWGPT) and what it is for (utils/persona.py);
+                       ``--assistant_maker`` (default LaWGPT) and what it is for (utils/datagen/persona.py);
 - ``out_of_scope``     recipes, code, medicine, poems … → a short statement that this is outside what the assistant
-                       is for, with a hint where to look — never a legal-sounding answer (utils/persona.py).
+                       is for, with a hint where to look — never a legal-sounding answer (utils/datagen/persona.py).
 
 Clean evaluation: items that touch the LawBench test sets are dropped and counted — any item built on
 an article that task 1-1 (article recitation) asks for, and any item that contains most of one test
-question or answer (character 13-grams as in ``utils.contamination``: at least ``--overlap_threshold`` of
+question or answer (character 13-grams as in ``utils.lawbench.contamination``: at least ``--overlap_threshold`` of
 the test text's n-grams found in the item; texts under 32 characters, i.e. bare labels, are not checked).
 A question that quotes several articles as context (3-5) is only excluded when one item holds most of it. LawBench is read from ``--lawbench_dir`` (LawBench's original
 ``data/{zero_shot,one_shot}/*.json`` or a folder made by ``tools/prepare_lawbench.py``); by default from
@@ -43,16 +43,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.contamination import DEFAULT_N, DEFAULT_THRESHOLD, ngrams  # noqa: E402
-from utils.data import DataError, read_records, write_jsonl  # noqa: E402
-from utils.grounded import grounded_items  # noqa: E402
-from utils.persona import (  # noqa: E402
+from utils.common.datafiles import DataError, read_records, write_jsonl  # noqa: E402
+from utils.common.entry import run_entry  # noqa: E402
+from utils.datagen.grounded import grounded_items  # noqa: E402
+from utils.datagen.persona import (  # noqa: E402
     DEFAULT_MAKER,
     DEFAULT_NAME,
     identity_items,
     out_of_scope_items,
 )
-from utils.statutes import NUMERAL, PRC, Article, StatuteError, StatuteStore, cn_to_int  # noqa: E402
+from utils.datagen.statute_items import (  # noqa: E402
+    FIRST_SPECIAL_PART_ARTICLE,
+    GENERIC_HEADINGS,
+    charge_articles,
+    defining_article,
+    eligible,
+    heading,
+)
+from utils.lawbench.contamination import DEFAULT_N, DEFAULT_THRESHOLD, ngrams  # noqa: E402
+from utils.legal.numerals import cn_to_int  # noqa: E402
+from utils.legal.statutes import NUMERAL, PRC, Article, StatuteStore  # noqa: E402
 
 DEFAULT_LAWBENCH_DIR = ROOT / "data" / "eval" / "lawbench"  # what tools/prepare_lawbench.py writes
 KINDS = ("article_content", "article_topic", "charge_definition", "article_charge", "grounded_answer", "identity",
@@ -63,10 +73,7 @@ GROUNDED_CANDIDATES = 3000  # grounded items built when --max_per_kind is 0 (eac
 # LawBench 1-1 prefixes the law with its department: 民法商法公司法第六十条的内容是什么？
 DEPARTMENTS = ("诉讼与非诉讼程序法", "宪法相关法", "民法商法", "社会法", "行政法", "经济法")
 _ASKED = re.compile(rf"^(?P<law>.+?)第(?P<num>{NUMERAL})条(?:之(?P<suf>{NUMERAL}))?的内容是什么")
-_HEADING = re.compile(r"^(第[一二三四五六七八九十百零]+[编章节])\s*(.+)$")
-GENERIC_HEADINGS = {"一般规定", "其他规定", "基本规定", "通则", "总则", "附则"}
 MIN_TEST_NGRAMS = 20  # a test text needs >= 32 content characters to count for the n-gram check
-FIRST_SPECIAL_PART_ARTICLE = 102  # 刑法 分则 starts here; 总则's bracketed names (故意犯罪) are not charges
 
 TEMPLATES = {
     "article_content": ["《{law}》{num}规定了什么？", "请给出《{law}》{num}的内容。", "{law}{num}是怎么规定的？",
@@ -89,28 +96,16 @@ def _item(kind: str, instruction: str, output: str, source: Article, input: str 
             "_key": (source.law_name, source.number, source.suffix)}
 
 
-def eligible(store: StatuteStore) -> list[Article]:
-    """Articles worth teaching: in force, citable as 第N条, not deleted, not the boilerplate every law repeats,
-    not an amendment (its articles are editing instructions, "第X条修改为…", and 宪法修正案 names are ambiguous)."""
-    return [a for a in store.current_articles() if a.number is not None and not a.is_boilerplate and len(a.text) >= 10
-            and a.doc_type not in ("修正案", "修改决定") and "修正案" not in a.law_name]
-
-
 def article_content(articles: list[Article], rng: random.Random) -> list[dict]:
     return [_item("article_content", rng.choice(TEMPLATES["article_content"]).format(law=_law_name(rng, a), num=a.number_cn),
                   a.text, a) for a in articles]
-
-
-def _heading(text: str) -> tuple[str, str]:
-    m = _HEADING.match(text)
-    return (m.group(1), m.group(2).strip()) if m else ("", text.strip())
 
 
 def article_topic(articles: list[Article], rng: random.Random) -> list[dict]:
     """One item per run of consecutive articles under the same heading (民法典 restarts chapter numbers per 编)."""
     groups = []
     for (law, chapter, section), run in groupby(articles, key=lambda a: (a.law_name, a.chapter, a.section)):
-        (c_label, c_title), (s_label, s_title) = _heading(chapter), _heading(section)
+        (c_label, c_title), (s_label, s_title) = heading(chapter), heading(section)
         if not chapter or (not section and c_title in GENERIC_HEADINGS) or c_title in ("总则", "附则"):
             continue
         topic = s_title if section and s_title not in GENERIC_HEADINGS else (
@@ -130,26 +125,10 @@ def article_topic(articles: list[Article], rng: random.Random) -> list[dict]:
     return items
 
 
-def _charge_articles(articles: list[Article]) -> dict[str, list[Article]]:
-    by_charge = defaultdict(list)
-    for a in articles:
-        if a.law_name == PRC + "刑法" and a.number >= FIRST_SPECIAL_PART_ARTICLE:
-            for charge in a.charges:
-                by_charge[charge].append(a)
-    return by_charge
-
-
-def _defining(charge: str, candidates: list[Article]) -> Article:
-    """The article that defines a charge: not one that only refers back (依照本法第N条的规定定罪), then the one
-    naming fewest charges, then the lowest number (the charge table also lists referring articles)."""
-    refers = re.compile(rf"依照本法第{NUMERAL}条(?:之{NUMERAL})?的规定定罪")
-    return min(candidates, key=lambda a: (bool(refers.search(a.text)), len(a.charges), a.number, a.suffix))
-
-
 def charge_definition(articles: list[Article], rng: random.Random) -> list[dict]:
     items = []
-    for charge, candidates in sorted(_charge_articles(articles).items()):
-        main = _defining(charge, candidates)
+    for charge, candidates in sorted(charge_articles(articles).items()):
+        main = defining_article(charge, candidates)
         others = [a.number_cn for a in candidates if a is not main]
         output = f"{charge}规定在《{main.law_name}》{main.number_cn}。该条规定：{main.text}"
         if others:
@@ -193,7 +172,7 @@ def persona(kind: str, args: argparse.Namespace, rng: random.Random) -> list[dic
         out_of_scope_items(args.assistant_name)
     items = [{"instruction": i["instruction"], "input": "", "output": i["output"], "kind": kind, "source": "persona",
               "_key": None} for i in items]
-    from utils.rag import add_retrieved_articles  # loads the BM25 index: only when asked for
+    from utils.legal.rag import add_retrieved_articles  # loads the BM25 index: only when asked for
 
     add_retrieved_articles(items, args.persona_articles, rng)
     return items
@@ -371,13 +350,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: exit status 0, or 1 with one line on stderr (utils/common/entry.py)."""
+    return run_entry("knowledge_instruct", lambda: _run(argv))
+
+
+def _run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        items, stats = build(args)
-        count = write_jsonl(args.output, items)
-    except (DataError, StatuteError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    items, stats = build(args)
+    count = write_jsonl(args.output, items)
     print(f"[knowledge_instruct] {'kind':<18} {'candidates':>10} {'excl. 1-1':>10} {'excl. n-gram':>12} {'kept':>7}")
     for kind, s in stats.items():
         print(f"[knowledge_instruct] {kind:<18} {s['candidates']:>10} {s['excluded_1-1']:>10} "

@@ -25,9 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.data import DataError, expand_paths, files_sha256, load_documents  # noqa: E402
-from utils.modeling import ModelLoadError, load_tokenizer  # noqa: E402
-from utils.vocab import (  # noqa: E402
+from utils.common.datafiles import DataError, expand_paths, files_sha256, load_documents  # noqa: E402
+from utils.common.entry import run_entry  # noqa: E402
+from utils.model.loader import load_tokenizer  # noqa: E402
+from utils.model.vocabulary import (  # noqa: E402
     SP_MODEL,
     VocabError,
     add_words,
@@ -206,13 +207,14 @@ def _write_lines(path: str, lines: list[str]) -> None:
     os.replace(tmp, p)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """The command line: exit status 0, or 1 with one line on stderr (utils/common/entry.py)."""
+    return run_entry("merge_vocabulary", lambda: _run(argv))
+
+
+def _run(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        report = merge(args)
-    except (DataError, VocabError, ModelLoadError) as e:
-        print(f"merge_vocabulary: error: {e}", file=sys.stderr)
-        return 1
+    report = merge(args)
     summary = {k: v for k, v in report.items() if k != "sample"}
     print(json.dumps(summary, ensure_ascii=False, indent=2))
     if "sample" in report:

