@@ -4,7 +4,7 @@
   quote that does not match its article, citing ≥ 1 verified article, citing the question's gold article; and the
   share refused with the scope statement (in-scope refusals);
 - identity questions: share naming the configured assistant;
-- out-of-scope questions: share answered with the scope statement (utils/persona.is_scope_statement), and the share
+- out-of-scope questions: share answered with the scope statement (utils/datagen/persona.is_scope_statement), and the share
   citing a law instead.
 
     python benchmarks/bench_alignment.py --models sft=models/lawgpt-align-sft dpo=models/lawgpt-align \\

@@ -9,7 +9,7 @@
 #   bash scripts/demo.sh              # full demo (16 min on 2 CPU cores: 979 s at 8b886c5, benchmarks/RESULTS.md)
 #   QUICK=1 bash scripts/demo.sh      # smoke run: tiny step counts (< 5 min)
 #   BASE_MODEL=path/to/model OUT=outputs/demo-x bash scripts/demo.sh   # another base model / place
-#   DPO=1 bash scripts/demo.sh        # + a DPO step (5b, 5c) on the SFT adapter before the merge (~5 min more)
+#   DPO=1 bash scripts/demo.sh        # + a DPO step (5b, 5c) on the SFT adapter before the merge (~6 min more: 18 s + 334 s)
 #   EXPORT_GGUF=1 bash scripts/demo.sh  # + step 9: $FINAL_MODEL.gguf for llama.cpp / Ollama (GGUF_TYPE=q8_0)
 #
 # Every step is skipped when its output exists, so a second run only redoes what is missing
@@ -45,13 +45,13 @@ else
   CLM_STEPS=30; CLM_BLOCK=256; CLM_BATCH=4; CLM_VAL_DOCS=8; CLM_EVAL_ON_START=True  # perplexity before/after
   # a grounded item is ~360 tokens (3 articles + question + answer): cutoff 640 keeps its answer and EOS whole;
   # batches grouped by length carry ~1,000 tokens, what a 4 x 256 step carried before
-  # the steps keep the whole demo within 1.25x the old recipe's wall time (RESULTS.md, issues 13 and 16)
+  # the steps keep the whole demo within 1.25x the old recipe's wall time (benchmarks/RESULTS.md, demo; history in benchmarks/LOG.md)
   # SFT computes the LM head on answer tokens only (utils/training/answer_logits.py): 2x faster steps paid for 56 steps
   SFT_PER_KIND=60; SFT_GROUNDED=500; SFT_IDENTITY=0; SFT_OOS=226; SFT_STEPS=56; SFT_BATCH=4; SFT_CUTOFF=640; SFT_VAL=16
   # DPO=1: 114 pairs, 6 of each citation corruption, 30 out of scope, 12 identity and as many legal_refusal pairs
   # (the right answer preferred to the scope statement) as those two; 90% with retrieved articles, as served; one
   # pair per micro-batch (no padding); lr 3e-5 and an SFT loss on the chosen side: faster or without it the model
-  # learned to decline legal questions too (RESULTS.md, alignment, fourth round). ~5 min on 2 cores, over the
+  # learned to decline legal questions too (benchmarks/LOG.md, alignment, fourth round). ~6 min on 2 cores, over the
   # demo's time budget, hence off by default
   DPO_PER_KIND=6; DPO_OOS=30; DPO_IDENTITY=12; DPO_REFUSAL=42; DPO_STEPS=28; DPO_BATCH=4
   GEN_TOKENS=256; EVAL_TASKS="1-1,2-1,3-1,3-3"; EVAL_LIMIT=10; EVAL_TOKENS=64
@@ -145,7 +145,7 @@ step "6. merge into $FINAL_MODEL" "$FINAL_MODEL/run_info.json" -- \
   python merge_lora.py --lora_model "$LAST_ADAPTER" --output_dir "$FINAL_MODEL" --overwrite
 
 # Greedy, repetition penalty 1.1 and a 6-gram ban, both counted over the answer's own tokens (so quoting the
-# retrieved articles stays allowed): on the held-out questions the ban took loops from 8% to 2% (RESULTS.md).
+# retrieved articles stays allowed): on the held-out questions the ban took loops from 8% to 2% (benchmarks/LOG.md, issue 13).
 # Answers end by themselves (EOS) long before GEN_TOKENS when the model learned to stop.
 NO_REPEAT=6
 step "7a. answer the example questions" "$OUT/infer.jsonl" -- \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU preflight as one command on a bare, offline CUDA machine whose python3 has torch and accelerate but not
-# the rest of requirements.txt, and no model (this project's lent GPU machines: README, "The preflight on a machine
+# the rest of requirements.txt, and no model (this project's lent GPU machines: docs/gpu-check.md, "On a machine
 # without our environment"). It installs the wheels of scripts/gpu_check_wheels.sh from WHEEL_DIR into SITE (builds
 # DeepSpeed from its source there, without its CUDA ops), builds a random-weight model of RANDOM_MODEL's shape and
 # runs tools/gpu_check.py; with OUT set, the table, the JSON and the logs of failed paths are copied there.

@@ -3,7 +3,7 @@
 #   bash scripts/infer.sh                                        # the variables below
 #   LORA_WEIGHTS=outputs/sft-legal BASE_MODEL= bash scripts/infer.sh --batch_size 16   # an adapter
 #   INFER_DATA_PATH= bash scripts/infer.sh                       # interactive mode
-#   bash scripts/infer.sh --rag --rag_retriever hybrid           # statutes in the prompt (BM25 + e5; see README)
+#   bash scripts/infer.sh --rag --rag_retriever hybrid           # statutes in the prompt (BM25 + e5; see docs/retrieval.md)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"

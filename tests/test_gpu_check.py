@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import gpu_check  # noqa: E402
 import gpu_check_worker  # noqa: E402
 
+from utils.training.preflight_table import Row, render_table, summarise  # noqa: E402
 from utils.training.throughput import GpuPeak, gpu_peak, mfu, step_stats, train_flops_per_token  # noqa: E402
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
@@ -166,7 +167,7 @@ def fake_train_records() -> list[dict]:
 
 def test_rows_and_table_from_step_records():
     train = gpu_check.BY_NAME["clm_fsdp_full"]
-    row = gpu_check.summarise(train, fake_train_records(), 0, "", PEAK, WARMUP, 240, 31.0)
+    row = summarise(train, fake_train_records(), 0, "", PEAK, WARMUP, 240, 31.0)
     # timed from the end of step 2 (10.8 s) to step 6 (12.8 s): 4 steps in 2.0 s, 8192 tokens
     assert row.ok and row.seconds_per_step == pytest.approx(0.5) and row.tokens_per_s == pytest.approx(4096)
     assert row.mfu == pytest.approx(4096 * 656_623_104 / 1e14)
@@ -175,17 +176,17 @@ def test_rows_and_table_from_step_records():
     records = [r for r in fake_train_records() if r["kind"] != "step"][:1]
     rows = [
         row,
-        gpu_check.summarise(gpu_check.BY_NAME["infer_batched"],
+        summarise(gpu_check.BY_NAME["infer_batched"],
                             [{"kind": "generate", "tokens": 4096, "seconds": 2.0, "requests": 32},
                              {"kind": "note", "text": "32 prompts"}], 0, "", PEAK, WARMUP),
-        gpu_check.summarise(train, records + [{"kind": "error", "message": "RuntimeError: CUDA out of memory"}],
+        summarise(train, records + [{"kind": "error", "message": "RuntimeError: CUDA out of memory"}],
                             1, "Traceback …", PEAK, WARMUP),
-        gpu_check.summarise(train, [], None, "", PEAK, WARMUP, 240),
-        gpu_check.summarise(train, [], 1, "loading\nValueError: bad | value\n 50%|##  | 1/2\n", PEAK, WARMUP),
-        gpu_check.summarise(train, records + fake_train_records()[1:2], 0, "", PEAK, WARMUP),
-        gpu_check.Row("merge_qlora", False, "skipped: needs sft_qlora_4bit to succeed first"),
+        summarise(train, [], None, "", PEAK, WARMUP, 240),
+        summarise(train, [], 1, "loading\nValueError: bad | value\n 50%|##  | 1/2\n", PEAK, WARMUP),
+        summarise(train, records + fake_train_records()[1:2], 0, "", PEAK, WARMUP),
+        Row("merge_qlora", False, "skipped: needs sft_qlora_4bit to succeed first"),
     ]
-    table = gpu_check.render_table(rows).splitlines()
+    table = render_table(rows).splitlines()
     assert table[:2] == ["| path | result | s/step | tokens/s | peak GPU mem | MFU | notes |",
                          "|---|---|---:|---:|---:|---:|---|"]
     assert table[2] == "| clm_fsdp_full | ok | 0.500 | 4,096 | 1.50 GiB | 2.7% | 1 GPU(s), 512 tokens/sample, 4 steps timed |"
@@ -196,7 +197,7 @@ def test_rows_and_table_from_step_records():
     assert table[7].startswith("| clm_fsdp_full | ok | – | – | – | – | not timed: 1 step records: need more than")
     assert table[8] == "| merge_qlora | **failed**: skipped: needs sft_qlora_4bit to succeed first | – | – | – | – |  |"
     # no peak known for the GPU: no MFU, the rest stays
-    assert gpu_check.summarise(train, fake_train_records(), 0, "", None, WARMUP).mfu is None
+    assert summarise(train, fake_train_records(), 0, "", None, WARMUP).mfu is None
 
 
 def test_step_stats_refuses_what_it_cannot_time():
@@ -298,7 +299,7 @@ def test_worker_runs_the_cpu_paths_and_its_records_make_rows(tiny_model_dir, tmp
         assert model_record["lora"] and model_record["world_size"] == 1 and model_record["layers"] == 2
         steps = [r for r in got if r["kind"] == "step"]
         assert [r["step"] for r in steps] == [1, 2, 3, 4]
-        row = gpu_check.summarise(path, got, 0, "", PEAK, timed_after)
+        row = summarise(path, got, 0, "", PEAK, timed_after)
         assert row.ok and row.seconds_per_step > 0 and row.tokens_per_s > 0, row
         stats = step_stats(steps, timed_after)
         if name == "clm_bf16_lora":
@@ -323,7 +324,7 @@ def test_worker_runs_the_cpu_paths_and_its_records_make_rows(tiny_model_dir, tmp
             assert generated["tokens"] == 4 * 8 and generated["requests"] == 4
         else:  # the API stops at EOS: up to max_tokens each
             assert 0 < generated["tokens"] <= 2 * 8 and generated["requests"] == 2
-        row = gpu_check.summarise(gpu_check.BY_NAME["infer_batched" if mode == "generate" else "api_load"], got, 0,
+        row = summarise(gpu_check.BY_NAME["infer_batched" if mode == "generate" else "api_load"], got, 0,
                                   "", PEAK, timed_after)
         assert row.ok and row.tokens_per_s == pytest.approx(generated["tokens"] / generated["seconds"])
 
@@ -364,6 +365,6 @@ sys.exit(gpu_check_worker.main(sys.argv[1:]))
         4 * c["hidden_size"] ** 2 + 3 * c["hidden_size"] * c["intermediate_size"]) + c["hidden_size"] * c["vocab_size"]
     stats = step_stats([r for r in got if r["kind"] == "step"], 2)
     assert stats.samples_per_step == 4 and stats.tokens_per_sample == 64  # 2 processes x 2 blocks of 64 tokens
-    row = gpu_check.summarise(path, got, 0, "", PEAK, 2)
+    row = summarise(path, got, 0, "", PEAK, 2)
     flops = train_flops_per_token(model_record["matmul_params"], 2, 64, 64, False)
     assert row.mfu == pytest.approx(stats.tokens_per_s * flops / (2 * 1e14))  # over both devices' peak

@@ -4,7 +4,7 @@ The server is the real entry point (``python webui.py --base_model <tiny> --serv
 command line, the default 127.0.0.1 binding and the page all get exercised. scripts/test.sh installs
 chromium when it is missing and it runs as root; without it this test is skipped (shown by ``-ra``).
 
-The README's screenshot comes from the same code, against a running server:
+The screenshot in docs/webui.md comes from the same code, against a running server:
 
     python webui.py --server_port 7860 &                  # the demo model
     python tests/test_webui_browser.py http://127.0.0.1:7860 assets/webui.png "酒驾撞人怎么判刑？"
@@ -115,7 +115,7 @@ def test_question_answered_in_the_browser(webui_server, tmp_path):
         driver.quit()
 
 
-if __name__ == "__main__":  # the README screenshot: URL, output PNG, question
+if __name__ == "__main__":  # docs/webui.md's screenshot: URL, output PNG, question
     url, out, question = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     with tempfile.TemporaryDirectory() as profile:
         browser = start_browser(profile)

@@ -124,7 +124,7 @@ def write_modelfile(model_dir: Path, output: Path, template: str | None) -> str 
     """``<name>.Modelfile`` for Ollama beside the file, when the model was trained with one of our templates."""
     if template in (None, CHAT):
         print(f"[export_gguf] no Modelfile: the model has {'no template of ours' if template is None else 'its own chat template'}"
-              " (write Ollama's TEMPLATE by hand, README: Run it with llama.cpp / Ollama)", flush=True)
+              " (write Ollama's TEMPLATE by hand, docs/gguf.md)", flush=True)
         return None
     try:
         text = ollama_modelfile(Prompter(template, default_system=read_run_info(model_dir).get("system_prompt")),

@@ -12,7 +12,7 @@ made wrong in one controlled way, recorded as ``kind``:
 
 ``legal_refusal`` pairs keep the other side honest: the same question, ``chosen`` the right answer, ``rejected`` the
 scope statement the out-of-scope pairs prefer — without them, DPO on identity and out-of-scope pairs learned to
-answer every legal question with 「不好意思，我是LaWGPT…」 (RESULTS.md, alignment).
+answer every legal question with 「不好意思，我是LaWGPT…」 (benchmarks/LOG.md, alignment).
 
 Every pair is checked: the chosen side passes the citation checker (all verified, quotes match), the rejected side
 fails it, or the pair is not written. ``identity`` and ``out_of_scope`` pairs (utils/datagen/persona.py) prefer the configured
@@ -225,7 +225,7 @@ def persona_pairs(kinds: list[str], rng: random.Random, name: str, maker: str) -
 def reject_quoting_given_articles(pairs: list[dict], rng: random.Random) -> int:
     """Identity and out-of-scope pairs given retrieved articles reject what a model trained on grounded answers does
     with such a prompt: quote the first article as if it settled the question (the demo's SFT model answered 87% of
-    held-out out-of-scope questions so, 「根据《铁路法》第五十一条规定：…」 for a travel route; RESULTS.md, alignment).
+    held-out out-of-scope questions so, 「根据《铁路法》第五十一条规定：…」 for a travel route; benchmarks/LOG.md, alignment).
     Needs ``_hits`` (utils/rag.add_retrieved_articles ``keep_hits``); returns how many rejected answers it set."""
     changed = 0
     for pair in pairs:

@@ -305,7 +305,7 @@ def run_converter(model_dir: Path, outfile: Path, outtype: str, cache_dir: Path 
 def ollama_modelfile(prompter, gguf_name: str) -> str:
     """An Ollama Modelfile for the exported file, with one of our templates written as a Go ``TEMPLATE``.
 
-    Ollama executes Go templates, not the file's Jinja (README, "Run it with llama.cpp / Ollama"). This one renders
+    Ollama executes Go templates, not the file's Jinja (docs/gguf.md). This one renders
     what the Jinja chat_template renders, less the BOS the runtime adds: the system message + newline (or the
     template's system text), each user turn as ``prompt_no_input``, each answer followed by a newline unless it
     is the last message. tests/test_gguf_export.py executes it with Go's text/template where Go is installed.

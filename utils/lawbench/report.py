@@ -19,7 +19,7 @@ from pathlib import Path
 
 from utils.common.errors import LawgptError
 
-# The published LawBench rows the README quotes: results.csv name → display name.
+# The published LawBench rows benchmarks/RESULTS.md quotes: results.csv name → display name.
 PUBLISHED_MODELS = {
     "lawgpt-7b-beta1.0-hf": "LaWGPT-7B-beta1.0",
     "lawgpt-7b-beta1.1-hf": "LaWGPT-7B-beta1.1",

@@ -29,7 +29,7 @@ MAX_ARTICLE_CHARS = 600  # a long article (tables, long lists) is cut so a few f
 def missing_rag_warning(trained_template: str | None, rag_on: bool) -> str | None:
     """A one-line warning when a model trained with ``law_rag`` (answers from retrieved articles) runs without
     ``--rag``; else None. Without articles to quote such a model invents citations: the demo model of 2026-12-01
-    gave a wrong citation in 90% of 60 legal answers without retrieval, 5% of citations with it (RESULTS.md)."""
+    gave a wrong citation in 90% of 60 legal answers without retrieval, 5% of citations with it (benchmarks/LOG.md, issue 13's demo model)."""
     if trained_template == RAG_TEMPLATE and not rag_on:
         return (f"this model was trained to answer from retrieved statutes (template {RAG_TEMPLATE}); without --rag "
                 "it has none to quote and invents citations: pass --rag")
@@ -42,7 +42,7 @@ def default_index() -> BM25Index:
     return BM25Index.load()
 
 
-RETRIEVERS = ("bm25", "hybrid")  # hybrid = BM25 + e5 over all articles (utils/legal/dense.py; optional, see README)
+RETRIEVERS = ("bm25", "hybrid")  # hybrid = BM25 + e5 over all articles (utils/legal/dense.py; optional, see docs/retrieval.md)
 
 
 def check_retriever(retriever: str, index: BM25Index | None = None) -> None:

@@ -304,7 +304,7 @@ def init_new_embeddings(model, base_tokenizer, tokenizer, old_rows: int, method:
     k vectors shrinks the norm (Gemma-3-270M: 0.80 for new rows vs 1.03 for base rows), and an output row's logit is
     ``h . row``, so mean-initialised rows of a tied model lose every softmax to their own first piece: teacher-forced
     on statute text the untrained model picks a new token at 0.0% of positions where 21.5% of targets are new ones
-    (``mean_norm``: 17.8%); after the demo's 30 pretraining steps still 4.7% (benchmarks/RESULTS.md, issue 13).
+    (``mean_norm``: 17.8%); after the demo's 30 pretraining steps still 4.7% (benchmarks/LOG.md, issue 13).
     Raises VocabError when a piece falls outside the base vocabulary, ValueError for an unknown method.
     """
     import torch

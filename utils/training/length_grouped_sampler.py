@@ -4,7 +4,7 @@ transformers' ``LengthGroupedSampler`` shuffles the data, cuts it into mega-batc
 mega-batch by length, longest first (``trainer_pt_utils.get_length_grouped_indices``). Over whole epochs that only
 orders the examples; but a run of ``--max_steps`` shorter than a mega-batch (the demo's 40 steps of 4 are 160 of a
 mega-batch's 200 examples) trains on the longest examples only: the demo's short identity and out-of-scope items
-came last in the mega-batch and were never seen, and the model never learned who it is (RESULTS.md, alignment).
+came last in the mega-batch and were never seen, and the model never learned who it is (benchmarks/LOG.md, alignment, second round).
 
 :class:`ShuffledLengthGroupedSampler` keeps HF's groups (so padding stays as low) and puts them in random order, so
 that any prefix of the steps is a fair sample of the data. The longest group stays first (an out-of-memory error
