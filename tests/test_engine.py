@@ -235,3 +235,54 @@ def test_repetition_controls_count_the_answer_only_unless_told(penalize_prompt, 
     input_ids = torch.tensor([[0, 3, 4, 7]])  # one pad, a 2-token prompt (width 3), one generated token
     scores = RowProcessor([row], width=3, eos_ids=[])(input_ids, torch.zeros(1, 10))
     assert {i for i in range(10) if scores[0, i] == -float("inf")} == banned
+
+
+@pytest.mark.parametrize("given, field, kept", [
+    ({"temperature": 2}, "temperature", 2.0), ({"repetition_penalty": 2}, "repetition_penalty", 2.0),
+    ({"top_p": 1}, "top_p", 1.0), ({"max_new_tokens": 64.0}, "max_new_tokens", 64),
+    ({"temperature": 1e-40}, "temperature", 0.0),  # below vLLM's 1e-5: greedy, never NaN
+])
+def test_numbers_are_coerced_once_for_every_front_end(given, field, kept):
+    """An integer temperature (valid JSON, valid OpenAI, what fire makes of `--temperature 2`) is a float here."""
+    value = getattr(GenerationParams(**given), field)
+    assert value == kept and type(value) is type(kept)
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"temperature": float("nan")}, "temperature"), ({"top_k": 2.5}, "top_k"), ({"seed": True}, "seed"),
+    ({"repetition_penalty": 1e-45}, "repetition_penalty"), ({"repetition_penalty": 1e9}, "repetition_penalty"),
+    ({"max_new_tokens": "64"}, "max_new_tokens"), ({"do_sample": "yes"}, "do_sample"), ({"seed": 2**70}, "seed"),
+])
+def test_bad_numbers_are_refused_naming_the_field(bad, field):
+    from utils.inference.engine import ParamError
+
+    with pytest.raises(ParamError, match=field) as error:
+        GenerationParams(**bad)
+    assert error.value.field == field
+
+
+def _poisoned(params: GenerationParams, **raw) -> GenerationParams:
+    """Settings that slipped past validation (as an integer temperature did): the batch must survive them."""
+    for name, value in raw.items():
+        object.__setattr__(params, name, value)
+    return params
+
+
+def test_a_poisoned_request_fails_alone_and_its_batch_mates_keep_their_answers(tiny_model_dir):
+    engine = Engine.from_pretrained(str(tiny_model_dir), batch_wait_ms=300)
+    alone = [engine.generate([engine.prompt(q)], GREEDY)[0].text for q in QUESTIONS]
+    poisons = [
+        _poisoned(GenerationParams(max_new_tokens=20, temperature=1.0, seed=1), temperature=1e-40),  # NaN sampling
+        _poisoned(GenerationParams(max_new_tokens=20), repetition_penalty=-1.0),  # transformers refuses it
+        _poisoned(GenerationParams(max_new_tokens=20, temperature=1.0, seed=1), seed=2**80),  # torch refuses it
+    ]
+    for poison in poisons:
+        before = engine.batcher.batches
+        good = [engine.submit(engine.prompt(q), GREEDY) for q in QUESTIONS[:2]]
+        bad = engine.submit(engine.prompt(QUESTIONS[2]), poison)
+        rest = [engine.submit(engine.prompt(q), GREEDY) for q in QUESTIONS[2:]]
+        with pytest.raises(Exception):  # noqa: B017 - the poisoned request fails, whatever the library raised
+            bad.wait(60)
+        assert [r.wait(60).text for r in good + rest] == alone
+        assert engine.batcher.batches - before == 1  # all five shared one batch
+    engine.close()

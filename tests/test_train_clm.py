@@ -159,6 +159,48 @@ def test_resume_gives_the_uninterrupted_result(tiny_model_dir, corpus, tmp_path)
     assert read_run_info(tmp_path / "b")["global_step"] == 4
 
 
+def test_resume_skips_a_checkpoint_whose_save_was_cut_short(tiny_model_dir, corpus, tmp_path, capsys):
+    """kill -9 during a checkpoint save leaves it without trainer_state.json (written last): resuming the folder
+    takes the previous, complete checkpoint and ends with the uninterrupted result."""
+    out = tmp_path / "o"
+    args = ["--lora_r", 4, "--max_steps", 4, "--save_steps", 2]
+    run(*common(tiny_model_dir, corpus, out, *args))
+    full = load_file(str(out / "adapter_model.safetensors"))
+    for name in ("trainer_state.json", "adapter_model.safetensors", "run_info.json"):  # the run never got this far
+        (out / name).unlink()
+    (out / "checkpoint-4" / "trainer_state.json").unlink()  # as a preemption during the optimizer save leaves it
+    (out / "checkpoint-4" / "optimizer.pt").write_bytes(b"half")
+    run(*common(tiny_model_dir, corpus, out, *args, "--resume_from_checkpoint", out))
+    assert "skipping checkpoint-4: no trainer_state.json (its save was interrupted)" in capsys.readouterr().err
+    resumed = load_file(str(out / "adapter_model.safetensors"))
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_names_an_incomplete_checkpoint(tmp_path):
+    from transformers import TrainingArguments
+
+    from utils.common.errors import ConfigError
+    from utils.training.setup import checkpoint_problem, resolve_resume
+
+    for step, state in ((2, {"global_step": 2}), (4, None), (6, "{"), (8, {"global_step": 7})):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state if isinstance(state, str) else json.dumps(state))
+    assert checkpoint_problem(tmp_path / "checkpoint-2") is None
+    assert "no trainer_state.json" in checkpoint_problem(tmp_path / "checkpoint-4")
+    assert "unreadable trainer_state.json" in checkpoint_problem(tmp_path / "checkpoint-6")
+    assert "says step 7" in checkpoint_problem(tmp_path / "checkpoint-8")
+
+    def resume(value):
+        return resolve_resume(TrainingArguments(output_dir=str(tmp_path), resume_from_checkpoint=str(value)))
+
+    assert resume(tmp_path) == str(tmp_path / "checkpoint-2")
+    with pytest.raises(ConfigError, match="checkpoint-4: not a complete checkpoint: no trainer_state.json"):
+        resume(tmp_path / "checkpoint-4")
+
+
 def test_original_output_dir_as_resume_target_starts_fresh(tiny_model_dir, corpus, tmp_path):
     out = tmp_path / "o"
     run(*common(tiny_model_dir, corpus, out, "--max_steps", 1, "--resume_from_checkpoint", out,

@@ -159,6 +159,12 @@ class _Row:
             text = text.split(marker, 1)[0]
         return text
 
+    def fail(self, error: BaseException) -> None:
+        """End this row alone with ``error`` (its settings or numbers failed); the batch goes on without it."""
+        if not self.done:
+            self.done = True
+            self.request._emit("error", error)
+
     def finish(self, reason: str, new_tokens: int, text: str | None = None) -> None:
         if self.done:
             return
@@ -297,7 +303,16 @@ class Batcher:
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         started = time.perf_counter()
-        rows = [_Row(r, self.tokenizer, set(self.eos_ids), started, self.byte_ids) for r in requests]
+        rows, kept = [], []
+        for r in requests:
+            try:
+                rows.append(_Row(r, self.tokenizer, set(self.eos_ids), started, self.byte_ids))
+                kept.append(r)
+            except Exception as e:  # e.g. a seed torch refuses: this request alone fails
+                r._emit("error", e)
+        if not rows:
+            return
+        requests = kept
         inputs, width = self._inputs(requests)
         config = self._config(max_new_tokens=max(r.params.max_new_tokens for r in requests))
         controller = RowController(rows, on_step=lambda unfinished: setattr(self, "running", unfinished))

@@ -23,6 +23,7 @@ tokenizer's own chat_template (utils/model/chat_template.py).
 from __future__ import annotations
 
 import dataclasses
+import math
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +41,35 @@ DEFAULT_TEMPLATE = "law_template"
 
 class PromptTooLongError(LawgptError, ValueError):
     """A prompt plus the tokens to generate does not fit the model's context window."""
+
+
+MIN_TEMPERATURE = 1e-5  # vLLM's _SAMPLING_EPS: a lower temperature is greedy (1/T overflows float32 near 1e-38)
+REPETITION_PENALTY_RANGE = (0.01, 100.0)  # beyond these, logits x or / the penalty overflow into inf and NaN
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
+NUMERIC_FIELDS = {"max_new_tokens": int, "min_new_tokens": int, "temperature": float, "top_p": float, "top_k": int,
+                  "num_beams": int, "repetition_penalty": float, "no_repeat_ngram_size": int, "seed": int}
+OPTIONAL_FIELDS = {"seed"}
+
+
+class ParamError(ConfigError):
+    """A generation parameter of the wrong type or out of range; ``field`` names it (the API's error ``param``)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _coerce(name: str, value, kind: type):
+    """``value`` as ``kind``: ints for float fields; integral floats (2.0) for int fields; never bools, NaN or inf."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParamError(name, f"generation parameter {name}={value!r} must be a number")
+    if not math.isfinite(value):
+        raise ParamError(name, f"generation parameter {name}={value!r} must be finite")
+    if kind is int:
+        if value != int(value):
+            raise ParamError(name, f"generation parameter {name}={value!r} must be an integer")
+        return int(value)
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -72,6 +102,14 @@ class GenerationParams:
     stop: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        # Coerce first (an integer temperature from JSON or fire is valid; transformers' processors demand floats),
+        # then bound: one rule for the API, the web UI and the command line.
+        for name, kind in NUMERIC_FIELDS.items():
+            value = getattr(self, name)
+            if value is not None or name not in OPTIONAL_FIELDS:
+                object.__setattr__(self, name, _coerce(name, value, kind))
+        if 0 < self.temperature < MIN_TEMPERATURE:  # vLLM's rule: below this, sampling is greedy decoding
+            object.__setattr__(self, "temperature", 0.0)
         checks = [
             ("max_new_tokens", self.max_new_tokens >= 1, "must be >= 1"),
             ("min_new_tokens", 0 <= self.min_new_tokens <= self.max_new_tokens, "must be in [0, max_new_tokens]"),
@@ -79,13 +117,20 @@ class GenerationParams:
             ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
             ("top_k", self.top_k >= 0, "must be >= 0 (0 = off)"),
             ("num_beams", self.num_beams >= 1, "must be >= 1"),
-            ("repetition_penalty", self.repetition_penalty > 0, "must be > 0 (1.0 = off)"),
+            ("repetition_penalty", REPETITION_PENALTY_RANGE[0] <= self.repetition_penalty <= REPETITION_PENALTY_RANGE[1],
+             f"must be in [{REPETITION_PENALTY_RANGE[0]}, {REPETITION_PENALTY_RANGE[1]}] (1.0 = off)"),
             ("no_repeat_ngram_size", self.no_repeat_ngram_size >= 0, "must be >= 0 (0 = off)"),
-            ("do_sample", not (self.do_sample and self.temperature <= 0), "needs temperature > 0"),
+            ("seed", self.seed is None or SEED_RANGE[0] <= self.seed <= SEED_RANGE[1],
+             f"must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}]"),
+            ("do_sample", not (self.do_sample and self.temperature <= 0), f"needs temperature >= {MIN_TEMPERATURE}"),
         ]
         for name, ok, rule in checks:
             if not ok:
-                raise ConfigError(f"generation parameter {name}={getattr(self, name)!r} {rule}")
+                raise ParamError(name, f"generation parameter {name}={getattr(self, name)!r} {rule}")
+        for name in ("do_sample", "penalize_prompt", "ignore_eos"):
+            value = getattr(self, name)
+            if not (isinstance(value, bool) or (value is None and name == "do_sample")):
+                raise ParamError(name, f"generation parameter {name}={value!r} must be true or false")
         if self.stop is not None:
             object.__setattr__(self, "stop", tuple(self.stop))
 
@@ -97,7 +142,7 @@ class GenerationParams:
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - names)
         if unknown:
-            raise ConfigError(f"unknown generation parameter(s) {unknown}; known: {', '.join(sorted(names))}")
+            raise ParamError(unknown[0], f"unknown generation parameter(s) {unknown}; known: {', '.join(sorted(names))}")
         return dataclasses.replace(self, **overrides)
 
 

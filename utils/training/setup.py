@@ -5,6 +5,7 @@ The stages parse the same argument groups (:class:`ModelArguments`, :class:`Lora
 utils/training/trainer.py builds their Trainer and saves, so a fix to any of it reaches every stage.
 """
 
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -184,23 +185,50 @@ def apply_legacy(legacy: LegacyArguments, training: TrainingArguments) -> None:
             training.run_name = legacy.wandb_run_name
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete Trainer checkpoint, or None when it is.
+
+    The Trainer writes trainer_state.json last (after the weights, optimizer, scheduler and RNG states:
+    transformers 5.23, ``Trainer._save_checkpoint``), so a save cut short by a crash or a preemption leaves a
+    checkpoint without it, or with it half written."""
+    state = path / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (its save was interrupted)"
+    try:
+        step = json.loads(state.read_text(encoding="utf-8"))["global_step"]
+    except (ValueError, KeyError, OSError) as e:
+        return f"unreadable trainer_state.json ({type(e).__name__}: its save was interrupted)"
+    name_step = path.name.removeprefix("checkpoint-")
+    if name_step.isdigit() and int(name_step) != step:
+        return f"trainer_state.json says step {step}, the folder's name {name_step}"
+    return None
+
+
 def resolve_resume(training: TrainingArguments) -> str | None:
-    """The checkpoint to resume from: a checkpoint dir, the latest one inside a dir, or none yet.
+    """The checkpoint to resume from: a checkpoint dir, the latest complete one inside a dir, or none yet.
 
-    The original scripts pass their own output directory on the very first run too, so that case starts
-    fresh (and says so); any other path without a checkpoint is an error.
+    An incomplete latest checkpoint (see :func:`checkpoint_problem`) is skipped with a one-line notice and the one
+    before it used. The original scripts pass their own output directory on the very first run too, so that case
+    starts fresh (and says so); any other path without a checkpoint is an error (ConfigError).
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
     value = training.resume_from_checkpoint
     if not value:
         return None
     path = Path(training.output_dir if value.lower() == "true" else value)
-    if (path / "trainer_state.json").is_file():
+    if path.name.startswith("checkpoint-") or (path / "trainer_state.json").exists():
+        if problem := checkpoint_problem(path):
+            raise ConfigError(f"--resume_from_checkpoint {value}: not a complete checkpoint: {problem}; pass its "
+                              f"folder {path.parent} to resume from the latest complete one")
         return str(path)
-    last = get_last_checkpoint(str(path)) if path.is_dir() else None
-    if last:
-        return last
+    found = sorted((d for d in path.glob("checkpoint-*") if d.is_dir() and d.name[11:].isdigit()),
+                   key=lambda d: int(d.name[11:]), reverse=True) if path.is_dir() else []
+    for checkpoint in found:
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return str(checkpoint)
+        log(training, f"--resume_from_checkpoint: skipping {checkpoint.name}: {problem}")
+    if found:
+        raise ConfigError(f"--resume_from_checkpoint {value}: none of its {len(found)} checkpoint(s) is complete")
     if path.resolve() == Path(training.output_dir).resolve():
         log(training, f"--resume_from_checkpoint: no checkpoint in {path} yet, starting from scratch")
         return None
