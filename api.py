@@ -20,18 +20,17 @@ import os
 import sys
 from pathlib import Path
 
-import fire
-
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.common.entry import run_entry  # noqa: E402
+from utils.common.entry import fire_entry  # noqa: E402
 from utils.common.errors import ConfigError  # noqa: E402
 from utils.inference.engine import GenerationParams  # noqa: E402
 from utils.inference.frontend import ModelOptions, RetrievalOptions, open_engine, with_model_flags  # noqa: E402
 
 API_KEY_ENV = "LAWGPT_API_KEY"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")  # Host header names (port and [] of IPv6 taken off)
 
 
 def served_name(base_model: str | None, lora_weights: str | None) -> str:
@@ -53,6 +52,7 @@ def main(
     temperature: float = 0.0,
     repetition_penalty: float = 1.1,
     log_level: str = "info",
+    max_body_mb: float = 1.0,
     *,
     model: ModelOptions,
     retrieval: RetrievalOptions,
@@ -71,6 +71,7 @@ def main(
         default_max_tokens: answer length when a request sets no max_tokens.
         temperature: default when a request sets none (0 = greedy). repetition_penalty: default (1.0 = off).
         log_level: uvicorn's log level.
+        max_body_mb: request bodies larger than this are refused (413) before they are read whole.
     """
     import uvicorn
 
@@ -78,12 +79,18 @@ def main(
 
     if not model.base_model and not model.lora_weights:
         raise ConfigError("--base_model (or --lora_weights) is required: a local model directory")
+    if not (isinstance(port, int) and 0 <= port <= 65535):
+        raise ConfigError(f"--port {port} must be in 0..65535")
+    if not max_body_mb > 0:
+        raise ConfigError(f"--max_body_mb {max_body_mb} must be > 0")
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     origins = tuple(o.strip() for o in str(cors_origins).split(",") if o.strip())
     settings = APISettings(served_model_name or served_name(model.base_model, model.lora_weights), key, origins,
                            default_max_tokens,
                            GenerationParams(temperature=temperature, repetition_penalty=repetition_penalty),
-                           retrieval.rag_top_k, retrieval.rag_retriever)
+                           retrieval.rag_top_k, retrieval.rag_retriever, max_body_bytes=int(max_body_mb * 2**20),
+                           # on a loopback address only loopback Host names: a web page cannot reach it by DNS rebinding
+                           allowed_hosts=LOOPBACK_NAMES if host in LOOPBACK else None)
     engine, rag_module = open_engine(model, retrieval, "api", system_prompt=system_prompt,
                                      max_batch_size=max_batch_size, max_queue=max_queue, batch_wait_ms=batch_wait_ms)
     if host not in LOOPBACK and key is None:
@@ -96,7 +103,7 @@ def main(
 
 
 def run() -> None:
-    sys.exit(run_entry("api", lambda: fire.Fire(main)))
+    sys.exit(fire_entry("api", main))
 
 
 if __name__ == "__main__":

@@ -30,13 +30,11 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
-import fire
-
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from utils.common.datafiles import DataError, load_instruction_data  # noqa: E402
-from utils.common.entry import run_entry  # noqa: E402
+from utils.common.entry import fire_entry  # noqa: E402
 from utils.common.errors import ConfigError  # noqa: E402
 from utils.common.results_log import ResultsLog, item_key  # noqa: E402
 from utils.inference.engine import Engine, GenerationParams, PromptTooLongError  # noqa: E402
@@ -263,8 +261,7 @@ def main(
 
 
 def run() -> None:
-    sys.exit(run_entry("infer", lambda: fire.Fire(main),
-                       interrupted="finished answers are saved; run the same command again to resume"))
+    sys.exit(fire_entry("infer", main, interrupted="finished answers are saved; run the same command again to resume"))
 
 
 if __name__ == "__main__":

@@ -23,11 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-import fire
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.common.entry import run_entry  # noqa: E402
+from utils.common.entry import fire_entry  # noqa: E402
 from utils.common.errors import LawgptError  # noqa: E402
 from utils.model.chat_template import make_prompter, write_chat_template  # noqa: E402
 from utils.model.loader import (  # noqa: E402
@@ -183,7 +181,7 @@ def main(
 
 
 def run() -> None:
-    sys.exit(run_entry("merge_lora", lambda: fire.Fire(main, serialize=lambda result: None)))
+    sys.exit(fire_entry("merge_lora", main, serialize=lambda result: None))
 
 
 if __name__ == "__main__":

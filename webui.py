@@ -19,12 +19,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import fire
-
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.common.entry import run_entry  # noqa: E402
+from utils.common.entry import fire_entry  # noqa: E402
 from utils.common.errors import LawgptError  # noqa: E402
 from utils.inference.frontend import ModelOptions, RetrievalOptions, open_engine, with_model_flags  # noqa: E402
 from utils.inference.webui_app import UISettings, build_app, launch_options, parse_auth  # noqa: E402
@@ -88,7 +86,7 @@ def main(
 
 
 def run() -> None:
-    sys.exit(run_entry("webui", lambda: fire.Fire(main)))
+    sys.exit(fire_entry("webui", main))
 
 
 if __name__ == "__main__":

@@ -31,13 +31,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import fire
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tools.gpu_check_worker import RANDOM_SHAPES  # noqa: E402
-from utils.common.entry import run_entry  # noqa: E402
+from utils.common.entry import fire_entry  # noqa: E402
 from utils.common.errors import LawgptError  # noqa: E402
 from utils.training.preflight_table import Row, last_error_line, render_table, summarise  # noqa: E402
 from utils.training.throughput import GpuPeak, gpu_peak  # noqa: E402
@@ -334,7 +332,7 @@ def report_text(rows: list[Row], gpu: str, gpus: int, peak: GpuPeak | None, mode
 
 
 def run() -> None:
-    sys.exit(run_entry("gpu_check", lambda: fire.Fire(main, serialize=lambda result: None)))
+    sys.exit(fire_entry("gpu_check", main, serialize=lambda result: None))
 
 
 if __name__ == "__main__":

@@ -39,3 +39,38 @@ def run_entry(name: str, main: Callable[[], object], interrupted: str = "", erro
         print(f"{name}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def quote_string_flags(fn: Callable, argv: list[str]) -> list[str]:
+    """``argv`` with the values of ``fn``'s text flags quoted, so fire keeps them as typed: fire reads every value
+    as a Python literal, which makes ``--api_key 12345`` the number 12345 and ``--served_model_name 2024`` a year.
+    A flag is text when its annotation is ``str`` or ``str | None``; ``--name value`` and ``--name=value`` forms."""
+    import inspect
+
+    text_types = ("str", "str|None", "Optional[str]", "<class'str'>", "typing.Optional[str]")  # as written or as types
+    text = {name for name, p in inspect.signature(fn).parameters.items()
+            if str(p.annotation).replace(" ", "") in text_types}
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg[2:].partition("=")
+        if arg.startswith("--") and name.replace("-", "_") in text:
+            if eq:
+                out.append(f"--{name}={value!r}")
+            elif i + 1 < len(argv):
+                out += [arg, repr(argv[i + 1])]
+                i += 1
+            else:
+                out.append(arg)
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+def fire_entry(name: str, fn: Callable, interrupted: str = "", argv: list[str] | None = None, **fire_options) -> int:
+    """:func:`run_entry` for a ``fire`` command line: text flags stay text (:func:`quote_string_flags`)."""
+    import fire
+
+    argv = sys.argv[1:] if argv is None else argv
+    return run_entry(name, lambda: fire.Fire(fn, command=quote_string_flags(fn, argv), **fire_options), interrupted)

@@ -17,9 +17,12 @@ one engine request, and the engine's batcher generates concurrent requests toget
   full (with ``Retry-After``).
 - ``--rag``: statutes are retrieved for the last user turn and the answer's citations checked; the result
   comes in an extra top-level field ``lawgpt`` (``articles``, ``citations``, ``citation_summary``) — in a
-  stream, as one more chunk with no choices before ``[DONE]``. OpenAI clients keep such fields as extras.
-- A streaming client that disconnects cancels its request at the next token (its batch slot is free);
-  a plain request is cancelled too when its client goes away while waiting.
+  stream, on the chunk that carries the finish reason. OpenAI clients keep such fields as extras.
+- Isolation: a streaming client that disconnects cancels its request at the next token, a plain one within
+  ``DISCONNECT_CHECK_S``; bodies over ``max_body_bytes`` get 413 before they are read whole; retrieval and
+  tokenisation run on worker threads, never on the event loop; a request whose settings fail fails alone.
+- A web page cannot drive the API: requests with an ``Origin`` other than the server's own or ``--cors_origins``
+  get 403, and api.py on a loopback address serves only loopback ``Host`` names (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -35,35 +38,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from utils.common.errors import ConfigError, LawgptError
-from utils.inference.engine import Engine, GenerationParams, QueueFullError
+from utils.common.errors import ConfigError
+from utils.inference.engine import Engine, GenerationParams, ParamError, QueueFullError
+from utils.inference.openai_request import APIError, ChatRequest, bad_value, parse_json, parse_request, read_body
 from utils.model.prompter import TemplateError
 
-ROLES = ("system", "developer", "user", "assistant")
-SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "seed")
-KNOWN_FIELDS = {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "stop", "n",
-                *SAMPLING_FIELDS}
-IGNORED_FIELDS = {"user", "metadata", "store", "service_tier", "parallel_tool_calls"}  # no effect on the answer
-# Accepted only with the value that means "off"; anything else is a feature this server does not have.
-DEFAULT_ONLY = {"frequency_penalty": 0, "presence_penalty": 0, "logprobs": False, "top_logprobs": 0, "logit_bias": {},
-                "tools": [], "tool_choice": "none", "functions": [], "function_call": "none",
-                "response_format": {"type": "text"}, "modalities": ["text"], "audio": None, "prediction": None,
-                "reasoning_effort": None, "web_search_options": None}
-
-
-class APIError(LawgptError):
-    """An error answered as OpenAI's error object."""
-
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-        self.headers = headers
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
+DISCONNECT_CHECK_S = 0.25  # how often a plain request's connection is checked while its answer is generated
 @dataclass(frozen=True)
 class APISettings:
     model_name: str
@@ -73,6 +53,8 @@ class APISettings:
     defaults: GenerationParams = field(default_factory=GenerationParams)  # server-side sampling defaults
     rag_top_k: int = 3
     rag_retriever: str = "bm25"
+    max_body_bytes: int = 1 << 20  # a request body beyond this is refused (413) before it is read whole
+    allowed_hosts: tuple[str, ...] | None = None  # Host header names served (None: any); api.py: loopback names
 
     def __post_init__(self) -> None:
         if "*" in self.cors_origins:
@@ -81,121 +63,15 @@ class APISettings:
             raise ConfigError("--default_max_tokens must be >= 1")
 
 
-@dataclass
-class ChatRequest:
-    system: str | None
-    history: list[tuple[str, str]]
-    question: str
-    stream: bool = False
-    include_usage: bool = False
-    max_tokens: int | None = None
-    options: dict = field(default_factory=dict)  # GenerationParams fields from the request
-    stop: tuple[str, ...] = ()
-
-
-# ---------------------------------------------------------------- request parsing (no HTTP needed)
-
-
-def _bad(param: str, message: str) -> APIError:
-    return APIError(400, message, param=param, code="invalid_value")
-
-
-def _number(body: dict, name: str, low: float, high: float, integer: bool = False, low_open: bool = False):
-    value = body.get(name)
-    if value is None:
-        return None
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise _bad(name, f"Invalid type for '{name}': expected {'an integer' if integer else 'a number'}, got "
-                         f"{type(value).__name__}.")
-    if value < low or value > high or (low_open and value == low):
-        bounds = f"{'(' if low_open else '['}{low}, {high}]"
-        raise _bad(name, f"Invalid value for '{name}': {value} is not in {bounds}.")
-    return value
-
-
-def _text(content, param: str) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
-        if any(p.get("type") != "text" or not isinstance(p.get("text"), str) for p in content):
-            raise _bad(param, f"'{param}': only text content parts ({{'type': 'text', 'text': ...}}) are supported.")
-        return "\n".join(p["text"] for p in content)
-    raise _bad(param, f"Invalid type for '{param}': expected a string or an array of text parts.")
-
-
-def parse_messages(messages) -> tuple[str | None, list[tuple[str, str]], str]:
-    """(system, [(question, answer)…], last question) from OpenAI messages; 400 naming the field otherwise."""
-    if not isinstance(messages, list) or not messages:
-        raise _bad("messages", "'messages' must be a non-empty array of messages.")
-    system, turns = None, []
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise _bad(where, f"Invalid type for '{where}': expected an object.")
-        role = message.get("role")
-        if role not in ROLES:
-            raise _bad(f"{where}.role", f"Invalid value for '{where}.role': {role!r}. Supported values are: "
-                                         f"{', '.join(repr(r) for r in ROLES)}.")
-        extra = set(message) - {"role", "content", "name"}
-        if extra:
-            raise _bad(f"{where}.{sorted(extra)[0]}", f"'{where}.{sorted(extra)[0]}' is not supported by this server.")
-        if message.get("content") is None:
-            raise _bad(f"{where}.content", f"Missing '{where}.content'.")
-        text = _text(message["content"], f"{where}.content")
-        if role in ("system", "developer"):
-            if i != 0:
-                raise _bad(f"{where}.role", f"'{where}': a {role} message is only allowed as the first message.")
-            system = text
-            continue
-        expected = "user" if len(turns) % 2 == 0 else "assistant"
-        if role != expected:
-            raise _bad(f"{where}.role", f"'{where}.role' must be {expected!r} here: after an optional system message, "
-                                         "user and assistant messages alternate, starting and ending with user.")
-        turns.append(text)
-    if len(turns) % 2 == 0:
-        raise _bad("messages", "The last message must be a user message.")
-    return system, list(zip(turns[0:-1:2], turns[1::2])), turns[-1]
-
-
-def parse_request(body, model_name: str) -> ChatRequest:
-    if not isinstance(body, dict):
-        raise APIError(400, "The request body must be a JSON object.")
-    for name in body:
-        if name in KNOWN_FIELDS or name in IGNORED_FIELDS:
-            continue
-        if name not in DEFAULT_ONLY:
-            raise _bad(name, f"Unrecognized request argument supplied: {name}")
-        if body[name] not in (None, DEFAULT_ONLY[name]) and body[name] != []:
-            raise _bad(name, f"'{name}' is not supported by this server (only {DEFAULT_ONLY[name]!r}).")
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise _bad("model", "You must provide a model parameter (a string).")
-    if body["model"] != model_name:
-        raise APIError(404, f"The model `{body['model']}` does not exist; this server serves `{model_name}`.",
-                       param="model", code="model_not_found")
-    system, history, question = parse_messages(body.get("messages"))
-    stream = body.get("stream") or False
-    if not isinstance(stream, bool):
-        raise _bad("stream", "Invalid type for 'stream': expected a boolean.")
-    options = body.get("stream_options")
-    if options is not None and (not stream or not isinstance(options, dict) or set(options) - {"include_usage"}):
-        raise _bad("stream_options", "'stream_options' is only allowed with stream=true and knows only include_usage.")
-    if _number(body, "n", 1, 1, integer=True) not in (None, 1):
-        raise _bad("n", "Only n=1 is supported.")
-    limits = {"temperature": (0, 2, False, False), "top_p": (0, 1, False, True), "top_k": (0, 10**6, True, False),
-              "repetition_penalty": (0, 10, False, True), "seed": (-(2**63), 2**63 - 1, True, False)}
-    sampling = {name: value for name, (low, high, integer, low_open) in limits.items()
-                if (value := _number(body, name, low, high, integer, low_open)) is not None}
-    max_tokens = None
-    for name in ("max_completion_tokens", "max_tokens"):
-        max_tokens = max_tokens or _number(body, name, 1, 10**7, integer=True)
-    stop = body.get("stop")
-    stop = [stop] if isinstance(stop, str) else stop
-    if stop is not None and (not isinstance(stop, list) or len(stop) > 4 or
-                             not all(isinstance(s, str) and s for s in stop)):
-        raise _bad("stop", "'stop' must be a non-empty string or an array of up to 4 non-empty strings.")
-    return ChatRequest(system, history, question, stream, bool((options or {}).get("include_usage")), max_tokens,
-                       sampling, tuple(stop or ()))
+def prepare_prompt(engine: Engine, chat: ChatRequest, rag, settings: APISettings):
+    """(rag context or None, prompt, prompt tokens) for a parsed request; runs on a worker thread."""
+    try:  # a chat template may refuse a conversation (e.g. no system role); an empty question has no statutes
+        context = rag.prepare(chat.question, settings.rag_top_k, retriever=settings.rag_retriever) if rag else None
+        instruction, material = (context.instruction, context.input) if context else (chat.question, None)
+        prompt = engine.prompt(instruction, material, chat.history, chat.system)
+    except (TemplateError, ValueError) as e:
+        raise APIError(400, str(e), param="messages") from e
+    return context, prompt, engine.count_tokens(prompt)
 
 
 # ---------------------------------------------------------------- responses
@@ -215,6 +91,35 @@ def _sse(data: dict | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
+class BrowserGuard:
+    """DNS rebinding and cross-site requests: a web page must not drive a local API, even one without a key.
+
+    A plain ASGI middleware: starlette's ``BaseHTTPMiddleware`` would hide a client's disconnect from the endpoint
+    (``request.is_disconnected()`` stays False), and a plain request's generation would run on after its client left.
+    """
+
+    def __init__(self, app, settings: APISettings):
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            if refusal := self.refusal(headers.get("host", ""), headers.get("origin")):
+                return await JSONResponse(refusal.body(), status_code=refusal.status)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def refusal(self, host_header: str, origin: str | None) -> APIError | None:
+        host = host_header.rsplit(":", 1)[0].strip("[]").lower() if not host_header.endswith("]") else \
+            host_header.strip("[]").lower()
+        allowed = self.settings.allowed_hosts
+        if allowed is not None and host not in allowed:
+            return APIError(400, f"Host {host!r} is not served here (allowed: {', '.join(allowed)}).")
+        if origin is not None and origin not in self.settings.cors_origins and \
+                origin.split("://", 1)[-1].lower() != host_header.lower():
+            return APIError(403, f"Requests from the web page {origin} are not allowed: list it in --cors_origins.")
+        return None
+
+
 def build_api(engine: Engine, settings: APISettings, rag=None):
     """The FastAPI app; serve it with uvicorn (api.py) or any ASGI server."""
     app = FastAPI(title="LaWGPT OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None)
@@ -232,6 +137,13 @@ def build_api(engine: Engine, settings: APISettings, rag=None):
     @app.exception_handler(HTTPException)
     async def http_error(request, error: HTTPException):  # unknown paths (404), wrong methods (405)
         return JSONResponse(APIError(error.status_code, str(error.detail)).body(), status_code=error.status_code)
+
+    @app.exception_handler(Exception)
+    async def server_error(request, error: Exception):  # a bug: still OpenAI's error object, never plain text
+        return JSONResponse(APIError(500, f"internal error: {type(error).__name__}", type="server_error").body(),
+                            status_code=500)
+
+    app.add_middleware(BrowserGuard, settings=settings)
 
     def authorize(request: Request) -> None:
         if settings.api_key is None:
@@ -265,18 +177,12 @@ def build_api(engine: Engine, settings: APISettings, rag=None):
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         authorize(request)
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise APIError(400, f"We could not parse the JSON body of your request: {e}") from e
+        body = parse_json(await read_body(request, settings.max_body_bytes))
         chat = parse_request(body, settings.model_name)
-        try:  # a chat template may refuse a conversation (e.g. no system role); an empty question has no statutes
-            context = rag.prepare(chat.question, settings.rag_top_k, retriever=settings.rag_retriever) if rag else None
-            instruction, material = (context.instruction, context.input) if context else (chat.question, None)
-            prompt = engine.prompt(instruction, material, chat.history, chat.system)
-        except (TemplateError, ValueError) as e:
-            raise APIError(400, str(e), param="messages") from e
-        n_prompt, limit = engine.count_tokens(prompt), engine.context_length
+        # Retrieval and tokenisation take milliseconds to seconds: on a worker thread, so /health and other
+        # requests are never queued behind a long prompt.
+        context, prompt, n_prompt = await asyncio.to_thread(prepare_prompt, engine, chat, rag, settings)
+        limit = engine.context_length
         max_tokens = chat.max_tokens or max(1, min(settings.default_max_tokens, (limit or 10**9) - n_prompt))
         if limit is not None and n_prompt + max_tokens > limit:
             raise APIError(400, f"This model's maximum context length is {limit} tokens. However, you requested "
@@ -286,18 +192,23 @@ def build_api(engine: Engine, settings: APISettings, rag=None):
         defaults = settings.defaults
         if "temperature" in chat.options and chat.options["temperature"] > 0:  # OpenAI's sampling defaults
             defaults = defaults.replace(top_p=1.0, top_k=0)
-        params = defaults.replace(**chat.options, max_new_tokens=max_tokens,
-                                  stop=tuple(engine.prompter.stop) + chat.stop)
+        try:
+            params = defaults.replace(**chat.options, max_new_tokens=max_tokens,
+                                      stop=tuple(engine.prompter.stop) + chat.stop)
+        except ParamError as e:  # the engine's one rule for every front end (types, ranges)
+            raise bad_value(e.field, f"Invalid value for '{e.field}': {e}") from e
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
 
         def listener(kind, value):  # called on the batcher thread
+            if kind == "text" and not chat.stream:
+                return  # a plain request waits for the end; text events would only delay its disconnect checks
             try:
                 loop.call_soon_threadsafe(events.put_nowait, (kind, value))
             except RuntimeError:  # the event loop is gone (server shutting down): nobody is waiting
                 pass
 
         try:
-            handle = engine.submit(prompt, params, listener)
+            handle = await asyncio.to_thread(engine.submit, prompt, params, listener)
         except QueueFullError as e:
             raise APIError(503, f"The server is busy: {e}", type="server_error", code="server_overloaded",
                            headers={"Retry-After": "1"}) from e
@@ -316,7 +227,7 @@ def build_api(engine: Engine, settings: APISettings, rag=None):
         try:
             while True:
                 try:
-                    kind, value = await asyncio.wait_for(events.get(), timeout=0.5)
+                    kind, value = await asyncio.wait_for(events.get(), timeout=DISCONNECT_CHECK_S)
                 except asyncio.TimeoutError:
                     if await request.is_disconnected():
                         return JSONResponse({}, status_code=499)  # nobody to answer; finally frees the slot
@@ -358,9 +269,10 @@ async def _stream(events: asyncio.Queue, handle, base: dict, include_usage: bool
                 break
             else:
                 gen = value
-                yield delta({}, FINISH[gen.finish_reason])
-                if more := extras(gen):
-                    yield chunk([], **more)
+                # the extras ride on the finish chunk, which has a choice: a chunk with choices [] would break
+                # clients that read chunk.choices[0] on every chunk (openai/openai-python #1266)
+                yield chunk([{"index": 0, "delta": {}, "finish_reason": FINISH[gen.finish_reason], "logprobs": None}],
+                            **extras(gen))
                 if include_usage:
                     yield chunk([], usage=_usage(gen))
                 break
