@@ -255,7 +255,7 @@ def main(
         return
     if overwrite:  # only now that the model loaded: a failed start must not cost the old answers
         Path(output).unlink(missing_ok=True)
-    run_id = run_fingerprint(engine, params, retrieval.rag, retrieval.rag_top_k, retrieval.rag_retriever)
+    run_id = run_fingerprint(engine, params, rag is not None, retrieval.rag_top_k, retrieval.rag_retriever)
     summary = run_batch(engine, items, output, params, batch_size, run_id, rag_hook)
     print_summary(summary, output)
 

@@ -16,7 +16,7 @@ PROMPT_TEMPLATE="${PROMPT_TEMPLATE:-}" # empty: the model's (run_info.json), els
 HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8000}"
 MAX_BATCH_SIZE="${MAX_BATCH_SIZE:-16}"
-RAG="${RAG:-}"                         # non-empty: --rag
+RAG="${RAG:-}"                         # non-empty: --rag (default: on for a model trained with law_rag)
 
 python api.py \
     ${BASE_MODEL:+--base_model "$BASE_MODEL"} \

@@ -177,3 +177,6 @@ echo
 echo "[demo] finished in $((SECONDS - DEMO_START))s (step times: $STEP_LOG)"
 echo "[demo] the legal model: $FINAL_MODEL   answers: $OUT/infer.jsonl, $OUT/infer_rag.jsonl"
 echo "[demo] chat with it:     bash scripts/webui.sh   (then open http://127.0.0.1:7860)"
+echo "[demo] or ask it:        bash scripts/infer.sh   (a file of questions, or interactive)  /  bash scripts/api.sh"
+echo "[demo] all three retrieve statutes for each question and check the answer's citations (the model was trained"
+echo "[demo] on retrieved articles; --no_rag turns retrieval off, and the model then invents citations)"

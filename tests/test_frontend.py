@@ -144,3 +144,26 @@ def test_api_main_keeps_a_numeric_key_text_and_refuses_a_bad_port(monkeypatch):
     assert argv[:4] == ["--api_key", "'12345'", "--served_model_name", "'2024'"]
     with pytest.raises(ConfigError, match="--port 99999 must be in 0..65535"):
         api.main(base_model="m", port=99999)
+
+
+def test_a_model_trained_on_retrieved_statutes_is_served_with_them(tmp_path, capsys):
+    """What demo.sh tells a new user to run next (webui.sh) must answer from retrieved articles without flags."""
+    from utils.inference.frontend import resolve_retrieval
+    from utils.model.loader import write_run_info
+
+    rag_model, plain_model = tmp_path / "demo", tmp_path / "plain"
+    write_run_info(rag_model, {"prompt_template": "law_rag"})
+    write_run_info(plain_model, {"prompt_template": "law_template"})
+    auto = RetrievalOptions(rag=None)
+    assert resolve_retrieval(ModelOptions(base_model=str(rag_model)), auto, "webui").rag is True
+    assert "--rag is on: this model was trained to answer from retrieved statutes" in capsys.readouterr().err
+    assert resolve_retrieval(ModelOptions(base_model=str(plain_model)), auto, "webui").rag is False
+    assert resolve_retrieval(ModelOptions(base_model=str(rag_model)), RetrievalOptions(rag=None, no_rag=True),
+                             "webui").rag is False
+    assert resolve_retrieval(ModelOptions(base_model=str(rag_model), prompt_template="law_template"), auto,
+                             "webui").rag is False  # the user chose another prompt format
+    with pytest.raises(ConfigError, match="contradict"):
+        resolve_retrieval(ModelOptions(base_model=str(rag_model)), RetrievalOptions(rag=True, no_rag=True), "webui")
+    for main in FRONT_ENDS.values():
+        assert inspect.signature(main).parameters["rag"].default is None
+    assert evaluate.parse_args(["--base_model", "m", "--output_dir", "o"]).rag is False  # LawBench runs stay explicit

@@ -223,11 +223,22 @@ def test_chat_template_answers_with_the_tokenizers_own_format(tiny_chat_model_di
     engine.close()
 
 
-def test_a_model_trained_with_law_rag_warns_when_run_without_rag(tiny_model_dir, tmp_path, capsys):
-    """Without retrieved articles a law_rag model has nothing to quote and invents citations: say so, once."""
+def test_a_model_trained_with_law_rag_retrieves_by_default_and_warns_with_no_rag(tiny_model_dir, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """Without retrieved articles a law_rag model has nothing to quote and invents citations: it retrieves unless
+    --no_rag, and then the user is told, once."""
     import shutil
 
+    from tiny_model import write_tiny_statute_db
+
+    from utils.legal import rag
+    from utils.legal.bm25 import BM25Index
     from utils.legal.rag import missing_rag_warning
+    from utils.legal.statutes import StatuteStore
+
+    write_tiny_statute_db(tmp_path / "laws.db")
+    tiny = BM25Index.load(StatuteStore.load(tmp_path / "laws.db"), cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(rag, "default_index", lambda: tiny)
 
     assert missing_rag_warning("law_rag", rag_on=False) and "--rag" in missing_rag_warning("law_rag", False)
     assert missing_rag_warning("law_rag", rag_on=True) is None
@@ -236,9 +247,14 @@ def test_a_model_trained_with_law_rag_warns_when_run_without_rag(tiny_model_dir,
     shutil.copytree(tiny_model_dir, model)
     (model / "run_info.json").write_text(json.dumps({"prompt_template": "law_rag"}), encoding="utf-8")
     data = write_questions(tmp_path / "q.jsonl", [{"instruction": "入户盗窃怎么处罚？"}])
+    infer.main(base_model=str(model), infer_data_path=str(data), output_path=str(tmp_path / "auto.jsonl"),
+               max_new_tokens=2)  # no flag: retrieval on, the record carries the articles and the checks
+    assert "--rag is on" in capsys.readouterr().err
+    assert {"articles", "citations", "citation_summary"} <= set(read_output(tmp_path / "auto.jsonl")[0])
     infer.main(base_model=str(model), infer_data_path=str(data), output_path=str(tmp_path / "a.jsonl"),
-               max_new_tokens=2)
+               max_new_tokens=2, no_rag=True)
     assert capsys.readouterr().err.count("[infer] warning: this model was trained to answer from retrieved") == 1
+    assert "articles" not in read_output(tmp_path / "a.jsonl")[0]
     infer.main(base_model=str(tiny_model_dir), infer_data_path=str(data), output_path=str(tmp_path / "b.jsonl"),
                max_new_tokens=2)
     assert "trained to answer from retrieved" not in capsys.readouterr().err

