@@ -159,8 +159,8 @@ def build_api(engine: Engine, settings: APISettings, rag=None):
         return {"id": settings.model_name, "object": "model", "created": started, "owned_by": "lawgpt"}
 
     @app.get("/health")
-    async def health():
-        return {"status": "ok"}
+    async def health():  # no key needed: load balancers poll it; says nothing about the requests themselves
+        return {"status": "ok", "running": engine.batcher.running, "waiting": engine.batcher.waiting}
 
     @app.get("/v1/models")
     async def models(request: Request):
