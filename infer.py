@@ -82,7 +82,12 @@ def run_fingerprint(engine: Engine, params: GenerationParams, rag: bool, rag_top
                     rag_retriever: str = "bm25") -> str:
     """Identifies model + settings, so a rerun never mixes answers of two different configurations."""
     loaded = engine.loaded
-    what = {"base_model": loaded.base_model, "lora_weights": loaded.lora_weights, "template": engine.prompter.name,
+
+    def where(path):  # models/x and /abs/models/x, run from different folders, are one model
+        return str(Path(path).resolve()) if path and Path(path).exists() else path
+
+    what = {"base_model": where(loaded.base_model), "lora_weights": where(loaded.lora_weights),
+            "template": engine.prompter.name,
             "params": asdict(params), "rag": rag, "rag_top_k": rag_top_k if rag else None}
     if rag and rag_retriever != "bm25":  # absent for BM25, so runs made before hybrid existed still resume
         what["rag_retriever"] = rag_retriever

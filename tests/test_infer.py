@@ -258,3 +258,28 @@ def test_a_model_trained_with_law_rag_retrieves_by_default_and_warns_with_no_rag
     infer.main(base_model=str(tiny_model_dir), infer_data_path=str(data), output_path=str(tmp_path / "b.jsonl"),
                max_new_tokens=2)
     assert "trained to answer from retrieved" not in capsys.readouterr().err
+
+
+def test_two_runs_on_one_output_file_cannot_interleave(tmp_path):
+    """A second infer.py on the same --output_path wrote every answer twice and left a file that could not be
+    resumed; now the first run holds a lock and the second stops with one line."""
+    from utils.common.results_log import ResultsLog
+
+    path = tmp_path / "answers.jsonl"
+    first = ResultsLog(path)
+    first.append({"key": "0:a", "answer": "x"})
+    with pytest.raises(DataError, match="another run is writing this file now"):
+        ResultsLog(path)
+    first.close()
+    with ResultsLog(path) as again:  # released: a rerun resumes
+        assert list(again.records) == ["0:a"]
+
+
+def test_a_relative_model_path_is_the_same_run(tiny_model_dir, tmp_path, monkeypatch):
+    """Resuming with --base_model models/x from the repo root after /abs/.../models/x: the same model, not 'another'."""
+    data = write_questions(tmp_path / "q.jsonl", QUESTIONS[:2])
+    out = tmp_path / "answers.jsonl"
+    infer.main(base_model=str(tiny_model_dir), infer_data_path=str(data), output_path=str(out), max_new_tokens=2)
+    monkeypatch.chdir(tiny_model_dir.parent)
+    infer.main(base_model=tiny_model_dir.name, infer_data_path=str(data), output_path=str(out), max_new_tokens=2)
+    assert len(read_output(out)) == 2

@@ -222,6 +222,11 @@ def test_bad_input_is_one_line_and_nonzero(tiny_model_dir, tmp_path):
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == f"train_clm: error: {bad}:2: missing field 'content'"
     proc = _cli(*argv, "--data_path", bad, "--train_on_inputs", "False")
     assert proc.returncode == 1 and "train_clm: error: --train_on_inputs False" in proc.stderr
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")  # was a datasets message: 'Instruction "train" corresponds to no data!'
+    proc = _cli(*argv, "--data_path", empty)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == \
+        f"train_clm: error: {empty}: no records to train on (empty files?)"
 
 
 @pytest.mark.slow

@@ -5,7 +5,9 @@ written as one line and flushed (and fsynced) as soon as it is done; a rerun ope
 skips the keys already there and appends the rest, so after any number of interruptions every item
 is in the file exactly once. A run killed in the middle of a line leaves an unfinished last line: it
 is cut off on reopening (with a message). A malformed line anywhere else is an error (file:line),
-never silently dropped. Used by infer.py; evaluate.py can use it for per-item predictions.
+never silently dropped. One run at a time: the file is locked while open (a second run on the same file would
+write every answer twice and leave a file that cannot be resumed), and a second run stops with a one-line error.
+Used by infer.py and evaluate.py.
 """
 
 from __future__ import annotations
@@ -37,6 +39,24 @@ def repair_tail(path: Path) -> int:
     return len(raw) - cut
 
 
+def _lock(path: Path):
+    """An exclusive lock on ``path`` (created if missing) for as long as the returned file is open; DataError when
+    another process holds it. Advisory (fcntl.flock), so only our own writers respect it; None where fcntl is absent."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock, as before
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the lock's lifetime
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+        handle.close()
+        raise DataError(f"{path}: another run is writing this file now; wait for it to finish or pass another "
+                        "output path") from e
+    return handle
+
+
 class ResultsLog:
     def __init__(self, path: str | Path, key_field: str = "key"):
         self.path = Path(path)
@@ -45,6 +65,10 @@ class ResultsLog:
         if self.path.exists() and not self.path.is_file():
             raise DataError(f"{self.path}: exists and is not a file")
         self.key_field = key_field
+        self._file = None
+        # Locked before reading, so what is read is what this run appends to; a file that does not exist yet is
+        # locked when the first record creates it (a failed start leaves no file behind).
+        self._lock = _lock(self.path) if self.path.is_file() else None
         self.dropped_bytes = repair_tail(self.path)
         self.records: dict[str, dict] = {}
         if self.path.is_file():
@@ -55,7 +79,6 @@ class ResultsLog:
                 if key in self.records:
                     raise DataError(f"{record.where}: duplicate {key_field} {key!r}")
                 self.records[key] = record.data
-        self._file = None
 
     def __contains__(self, key: str) -> bool:
         return key in self.records
@@ -67,6 +90,8 @@ class ResultsLog:
         key = record[self.key_field]
         if key in self.records:
             raise ValueError(f"{self.path}: {self.key_field} {key!r} is already written")
+        if self._lock is None:
+            self._lock = _lock(self.path)
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across appends
@@ -79,6 +104,12 @@ class ResultsLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._lock is not None:
+            self._lock.close()  # closing the descriptor releases the lock
+            self._lock = None
+
+    def __del__(self) -> None:
+        self.close()
 
     def __enter__(self) -> ResultsLog:
         return self

@@ -207,6 +207,11 @@ def _read(generator, gen_kwargs: dict, features, work: Path):
         if isinstance(e.__cause__, DataError):
             raise e.__cause__ from None
         raise
+    except ValueError as e:  # datasets' words for a generator that yielded nothing
+        if "corresponds to no data" in str(e):
+            files = ", ".join(str(f) for f in gen_kwargs.get("files", [])) or "the --data_path files"
+            raise DataError(f"{files}: no records to train on (empty files?)") from None
+        raise
 
 
 def _split(dataset, val_set_size: float, seed: int):
