@@ -190,3 +190,23 @@ def test_system_prompt_with_our_template_becomes_the_jinja_default(tiny_model_di
     rendered = AutoTokenizer.from_pretrained(str(out)).apply_chat_template(
         [{"role": "user", "content": "问题"}], tokenize=False, add_generation_prompt=True)
     assert rendered == "<s> " + Prompter("law_template", default_system="你是律师。").generate_prompt("问题")
+
+
+def test_a_tokenizer_larger_than_the_embedding_matrix_trains_and_serves(tiny_model_dir, data, tmp_path, capsys):
+    """Some checkpoints ship a tokenizer with ids past their embedding matrix: finetune.py stopped with 'base pieces
+    outside the base vocabulary'. Now it says what is wrong, grows the matrix (new rows at the mean of the others, as
+    transformers' resize_token_embeddings does) and the adapter serves."""
+    import shutil
+
+    from utils.model.loader import load_for_inference, load_tokenizer
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    tokenizer = load_tokenizer(model)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|reserved_0|>", "<|reserved_1|>"]})
+    tokenizer.save_pretrained(model)
+    out = tmp_path / "sft"
+    run(*common(model, data, out, "--max_steps", 1))
+    assert "the model's own tokenizer has" in capsys.readouterr().err
+    loaded = load_for_inference(str(model), str(out))
+    assert loaded.model.get_input_embeddings().weight.shape[0] == len(loaded.tokenizer) == len(tokenizer)

@@ -283,3 +283,12 @@ def test_a_relative_model_path_is_the_same_run(tiny_model_dir, tmp_path, monkeyp
     monkeypatch.chdir(tiny_model_dir.parent)
     infer.main(base_model=tiny_model_dir.name, infer_data_path=str(data), output_path=str(out), max_new_tokens=2)
     assert len(read_output(out)) == 2
+
+
+def test_a_folder_with_only_a_gguf_says_so(tmp_path):
+    """It said 'cannot load a tokenizer … sentencepiece …', which sends a user looking in the wrong place."""
+    from utils.model.loader import ModelLoadError, load_for_inference
+
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    with pytest.raises(ModelLoadError, match="holds a GGUF file \\(model.gguf\\) but no transformers model"):
+        load_for_inference(str(tmp_path))

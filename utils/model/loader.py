@@ -112,6 +112,11 @@ def _require_dir(path: str | Path, what: str) -> Path:
     p = Path(path)
     if not p.is_dir():
         raise ModelLoadError(f"{what} {str(path)!r} is not a directory (a local path is needed: no model hub here)")
+    ggufs = sorted(p.glob("*.gguf"))
+    if ggufs and not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
+        raise ModelLoadError(f"{path} holds a GGUF file ({ggufs[0].name}) but no transformers model (config.json): "
+                             "GGUF is for llama.cpp/Ollama (docs/gguf.md); to use it here convert it once, as "
+                             "tools/fetch_demo_model.py does for the demo model")
     return p
 
 
@@ -156,6 +161,13 @@ def check_vocab(model, tokenizer, where: str) -> None:
             f"{where}: tokenizer has {len(tokenizer)} tokens but the model only {rows} embedding rows — "
             "wrong tokenizer for this model (an extended tokenizer needs the model trained with it)"
         )
+
+
+def tokenizer_beyond_embeddings(model, tokenizer) -> list[int]:
+    """Ids the tokenizer has but the embedding matrix has no row for (Qwen3 ships 151,669 tokens over 151,936 rows,
+    the other way round some models ship reserved special tokens past the matrix): [] when every id has a row."""
+    rows = embedding_rows(model)
+    return [i for i in range(rows, len(tokenizer))]
 
 
 def load_model(

@@ -305,7 +305,9 @@ def init_new_embeddings(model, base_tokenizer, tokenizer, old_rows: int, method:
     ``h . row``, so mean-initialised rows of a tied model lose every softmax to their own first piece: teacher-forced
     on statute text the untrained model picks a new token at 0.0% of positions where 21.5% of targets are new ones
     (``mean_norm``: 17.8%); after the demo's 30 pretraining steps still 4.7% (benchmarks/LOG.md, issue 13).
-    Raises VocabError when a piece falls outside the base vocabulary, ValueError for an unknown method.
+    A token whose pieces have no base row (a special token the base tokenizer cannot spell, or ids a model's own
+    tokenizer has past its matrix) starts at the mean of all base rows, as transformers' ``resize_token_embeddings``
+    starts every new row. Raises ConfigError for an unknown method.
     """
     import torch
 
@@ -319,8 +321,8 @@ def init_new_embeddings(model, base_tokenizer, tokenizer, old_rows: int, method:
     with torch.no_grad():
         for token_id in new_ids:
             ids = base_piece_ids(base_tokenizer, tokenizer, token_id)
-            if max(ids) >= old_rows:
-                raise VocabError(f"token {token_id}: base pieces {ids} are outside the base vocabulary")
+            if not ids or max(ids) >= old_rows:  # nothing to start from: the mean of the base rows
+                ids = list(range(old_rows))
             for weight in matrices:
                 pieces = weight[ids].float()
                 row = pieces.mean(dim=0)

@@ -290,6 +290,10 @@ def prepare_model(model_args: ModelArguments, lora_args: LoraArguments, training
                        model_args.load_8bit, model_args.load_4bit, model_args.trust_remote_code)
     base_rows = embedding_rows(model)
     grew = resize_for_tokenizer(model, tokenizer)
+    if grew and adapter is None and tokenizer_dir == model_args.base_model:
+        log(training, f"the model's own tokenizer has {len(tokenizer)} tokens but its embedding matrix {base_rows} "
+                      f"rows: ids {base_rows}..{len(tokenizer) - 1} had no row; the matrix grows to the tokenizer and "
+                      "the new rows are trained with the adapter (a mismatched tokenizer? pass the model's own)")
     if grew and adapter is None:
         base_tokenizer = load_tokenizer(model_args.base_model, model_args.trust_remote_code)
         init_new_embeddings(model, base_tokenizer, tokenizer, base_rows, model_args.new_row_init)
