@@ -157,6 +157,14 @@ def test_resume_gives_the_uninterrupted_result(tiny_model_dir, corpus, tmp_path)
     for key in full:
         torch.testing.assert_close(resumed[key], full[key], rtol=1e-5, atol=1e-6)
     assert read_run_info(tmp_path / "b")["global_step"] == 4
+    # the whole run's loss, not the mean of steps 3-4 only (what the Trainer reports after a resume)
+    assert read_run_info(tmp_path / "b")["train_loss"] == pytest.approx(read_run_info(tmp_path / "a")["train_loss"],
+                                                                        rel=1e-3)
+    from utils.common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="its steps took 4 examples each .* this run's take 8"):
+        run(*common(tiny_model_dir, corpus, tmp_path / "c", *args, "--batch_size", 8,
+                    "--resume_from_checkpoint", tmp_path / "a" / "checkpoint-2"))
 
 
 def test_resume_skips_a_checkpoint_whose_save_was_cut_short(tiny_model_dir, corpus, tmp_path, capsys):

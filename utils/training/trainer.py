@@ -6,6 +6,7 @@ the arguments and the
 model they load are utils/training/setup.py's.
 """
 
+import json
 import math
 import os
 import re
@@ -118,8 +119,15 @@ def train_and_save(trainer, prepared: Prepared, training: TrainingArguments, inf
         raise ConfigError(f"--fsdp: accelerate did not enable FSDP here (distributed type {distributed}); it shards "
                           "only across GPUs/accelerators. On CPU drop --fsdp (torchrun alone runs DDP)")
     started = time.time()
-    result = trainer.train(resume_from_checkpoint=resolve_resume(training))
-    metrics = {"train_loss": result.training_loss, "global_step": result.global_step,
+    checkpoint = resolve_resume(training)
+    if checkpoint is not None:
+        check_same_batch(checkpoint, training)
+    trainer.add_callback(record_batch_callback())
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    # The Trainer's training_loss averages this session's steps only: after a resume, the whole run's comes from
+    # the logged losses of every step, before and after the resume.
+    train_loss = run_loss(trainer.state.log_history) if checkpoint is not None else result.training_loss
+    metrics = {"train_loss": train_loss, "global_step": result.global_step,
                "train_runtime_s": round(time.time() - started, 2)}
     if trainer.eval_dataset is not None:
         evaluated = trainer.evaluate()
@@ -144,6 +152,65 @@ def train_and_save(trainer, prepared: Prepared, training: TrainingArguments, inf
         log(training, f"saved to {out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                      for k, v in metrics.items()))
     return metrics
+
+
+BATCH_FILE = "lawgpt_batch.json"
+
+
+def global_batch(training: TrainingArguments) -> dict:
+    """The batch a step takes: micro batch x accumulation x processes (examples or blocks per optimizer step)."""
+    return {"micro_batch": training.per_device_train_batch_size,
+            "gradient_accumulation_steps": training.gradient_accumulation_steps, "world_size": training.world_size,
+            "global_batch": training.per_device_train_batch_size * training.gradient_accumulation_steps
+            * training.world_size}
+
+
+def _record_batch_class():
+    from transformers import TrainerCallback
+
+    class RecordBatchCallback(TrainerCallback):
+        """Writes :func:`global_batch` into each checkpoint, so a resume can tell whether its steps mean the same."""
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if folder.is_dir():
+                    (folder / BATCH_FILE).write_text(json.dumps(global_batch(args)), encoding="utf-8")
+
+    return RecordBatchCallback
+
+
+def record_batch_callback():
+    """A RecordBatchCallback (its class is made on first use: importing this module loads no transformers)."""
+    return _record_batch_class()()
+
+
+def check_same_batch(checkpoint: str, training: TrainingArguments) -> None:
+    """ConfigError when the checkpoint's steps took another global batch than this run's: the Trainer would count
+    the old steps in the new batch size, skip or repeat data and end at the old step with nothing trained.
+    Checkpoints written before this check existed carry no record and are not checked."""
+    path = Path(checkpoint) / BATCH_FILE
+    if not path.is_file():
+        return
+    then, now = json.loads(path.read_text(encoding="utf-8")), global_batch(training)
+    if then["global_batch"] != now["global_batch"]:
+        raise ConfigError(
+            f"--resume_from_checkpoint {checkpoint}: its steps took {then['global_batch']} examples each (micro "
+            f"{then['micro_batch']} x accumulation {then['gradient_accumulation_steps']} x {then['world_size']} "
+            f"process(es)), this run's take {now['global_batch']}: resuming would skip or repeat data. Use the same "
+            "--batch_size (and number of processes), or start a new --output_dir")
+
+
+def run_loss(history: list[dict]) -> float | None:
+    """The mean training loss over every step logged in ``history`` (the Trainer's log_history): each logged loss
+    is the mean of its logging window, so windows are weighted by their steps. None when nothing was logged."""
+    logged = sorted((h["step"], h["loss"]) for h in history if "loss" in h and "step" in h)
+    total, steps, previous = 0.0, 0, 0
+    for step, loss in logged:
+        total += loss * (step - previous)
+        steps += step - previous
+        previous = step
+    return total / steps if steps else None
 
 
 def args_record(*groups) -> dict:
