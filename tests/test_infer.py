@@ -292,3 +292,16 @@ def test_a_folder_with_only_a_gguf_says_so(tmp_path):
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
     with pytest.raises(ModelLoadError, match="holds a GGUF file \\(model.gguf\\) but no transformers model"):
         load_for_inference(str(tmp_path))
+
+
+def test_an_adapter_on_another_base_is_warned_about(tmp_path):
+    from utils.model.loader import other_base_warning
+
+    trained_on, other = tmp_path / "base-a", tmp_path / "base-b"
+    trained_on.mkdir()
+    other.mkdir()
+    info = {"base_model": str(trained_on)}
+    assert other_base_warning(str(trained_on), "adapter", info) is None
+    assert other_base_warning(str(tmp_path / "copies" / "base-a"), "adapter", info) is None  # moved: same name
+    assert "was trained on" in other_base_warning(str(other), "adapter", info)
+    assert other_base_warning(str(other), None, info) is None  # no adapter: nothing to compare

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -245,6 +246,20 @@ class LoadedModel:
     info: dict = field(default_factory=dict)
 
 
+def other_base_warning(base: str, lora_weights: str | None, info: dict) -> str | None:
+    """A warning when the adapter was trained on another base than the one given: a same-shaped base loads without
+    an error but answers wrongly. Compared by resolved path, then by the base's own run_info/config name."""
+    trained_on = info.get("base_model") if lora_weights else None
+    if not trained_on:
+        return None
+    if Path(trained_on).exists() and Path(trained_on).resolve() == Path(base).resolve():
+        return None
+    if Path(trained_on).name == Path(base).name:  # the same model moved or copied: not worth a warning
+        return None
+    return (f"{lora_weights} was trained on {trained_on} (its {RUN_INFO}), but the base given is {base}: an adapter "
+            "on another base loads if the shapes agree and answers wrongly — pass the base it was trained on")
+
+
 def resolve_base_model(base_model: str | None, lora_weights: str | None) -> str:
     """The base model path: as given, else the one recorded in the adapter's run_info.json."""
     if base_model:
@@ -273,6 +288,8 @@ def load_for_inference(
     """
     base = str(_require_dir(resolve_base_model(base_model, lora_weights), "base model"))
     info = read_run_info(lora_weights) if lora_weights else read_run_info(base)
+    if warning := other_base_warning(base, lora_weights, info):
+        print(f"[lawgpt] warning: {warning}", file=sys.stderr, flush=True)
     tokenizer_dir = lora_weights if lora_weights and (Path(lora_weights) / "tokenizer_config.json").is_file() else base
     tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code=trust_remote_code)
     model = load_model(base, device, dtype, load_8bit, load_4bit, trust_remote_code)
