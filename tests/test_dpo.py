@@ -173,3 +173,35 @@ def test_help_prints_no_bitsandbytes_kernel_warning():
                           cwd=Path(dpo.__file__).resolve().parent)
     assert done.returncode == 0 and "usage: dpo.py" in done.stdout
     assert "kernels-community" not in done.stdout + done.stderr
+
+
+def test_on_an_sft_adapter_that_trains_only_the_new_rows(tiny_model_dir, pairs, tmp_path):
+    """--new_embeddings new_rows (peft's trainable_token_indices): trl's fused LM head crashed on the wrapped head
+    ('TrainableTokensWrapper' object has no attribute 'bias', huggingface/trl #4723), and its frozen reference missed
+    the new rows' delta, so the reference was not the SFT model (trl #1193). DPO must start at log 2 (policy =
+    reference) and train."""
+    from tiny_model import write_statute_corpus
+
+    import train_clm
+    from utils.model.vocabulary import (
+        merge_sentencepiece,
+        normal_pieces,
+        save_sentencepiece_tokenizer,
+        train_sentencepiece,
+    )
+
+    corpus = write_statute_corpus(tmp_path / "docs.jsonl", limit=300, stride=7, offset=3)
+    docs = [json.loads(line)["content"] for line in corpus.read_text(encoding="utf-8").splitlines()]
+    legal = train_sentencepiece(docs, tmp_path / "legal", 2600)
+    merge_sentencepiece(tiny_model_dir / "tokenizer.model", normal_pieces(legal), tmp_path / "merged.model")
+    save_sentencepiece_tokenizer(tiny_model_dir, load_tokenizer(tiny_model_dir), tmp_path / "merged.model",
+                                 tmp_path / "tok")
+    sft = tmp_path / "sft"
+    train_clm.main(*train_clm.parse([str(a) for a in (
+        "--base_model", tiny_model_dir, "--data_path", corpus, "--output_dir", sft, "--block_size", 64,
+        "--batch_size", 4, "--micro_batch_size", 2, "--learning_rate", 5e-3, "--report_to", "none", "--lora_r", 4,
+        "--max_steps", 2, "--tokenizer_path", tmp_path / "tok", "--new_embeddings", "new_rows")]))
+    assert json.loads((sft / "adapter_config.json").read_text())["trainable_token_indices"]
+    out = tmp_path / "dpo"
+    run(*common(tiny_model_dir, pairs, out, "--sft_adapter", sft, "--max_steps", 3, "--save_strategy", "no"))
+    assert losses_start_at_log2(out) and len(logged(out)) == 3

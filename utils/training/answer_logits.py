@@ -82,3 +82,29 @@ def fused_head_on_answer_positions():
         yield
     finally:
         trl_utils._use_triton = original
+
+
+class _HeadView:
+    """What trl's fused head reads of an LM head (``weight``, ``bias``) for a head peft wrapped to train new rows."""
+
+    def __init__(self, wrapper):
+        self.weight = wrapper.weight  # peft: the base rows with the active adapter's trained rows (differentiable)
+        self.bias = getattr(wrapper.original_module, "bias", None)
+
+
+@contextmanager
+def fused_head_sees_trained_rows(model):
+    """Within the block, trl's fused LM head works on a head whose new vocabulary rows peft trains
+    (``--new_embeddings new_rows``: a ``TrainableTokensWrapper``): trl reads ``lm_head.bias``, which the wrapper does
+    not have (AttributeError, huggingface/trl #4723); it gets the wrapper's merged weight and the base head's bias.
+    ``model``: the PeftModel (or plain model) whose base trl patched; anything else is left as it is."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    if not hasattr(head, "token_adapter"):
+        yield
+        return
+    base.get_output_embeddings = lambda: _HeadView(head)
+    try:
+        yield
+    finally:
+        del base.get_output_embeddings  # the class's method again
