@@ -174,6 +174,37 @@ def test_a_template_that_rewrites_earlier_turns_cannot_be_masked(chat_tokenizer)
         make_prompter(CHAT, tokenizer).segments(QUESTION, None, "答案", HISTORY)
 
 
+# Qwen3's behaviour, reduced: the last assistant turn opens with a think block (empty when there is no reasoning), and
+# the generation prompt closes an empty one when enable_thinking is false.
+THINKING_TEMPLATE = (
+    "{%- for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' }}{%- if m['role'] == 'assistant' and loop.last %}"
+    "{{ '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{{ m['content'] + '<|im_end|>\\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- if enable_thinking is defined and "
+    "enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}")
+
+
+def test_a_thinking_template_trains_and_prompts_without_an_empty_think_block(chat_tokenizer):
+    """Qwen3 on data without reasoning: every trained answer started with <think>\\n\\n</think> (LlamaFactory #9392).
+    Rendered with enable_thinking false, the empty block is part of the (masked) prompt, never of the answer."""
+    import copy
+
+    tokenizer = copy.deepcopy(chat_tokenizer)
+    tokenizer.chat_template = THINKING_TEMPLATE
+    prompter = make_prompter(CHAT, tokenizer)
+    segments = prompter.segments(QUESTION, None, "依据《刑法》第二百六十四条。")
+    answers = [text for text, is_response in segments if is_response]
+    assert answers == ["依据《刑法》第二百六十四条。<|im_end|>"] and "<think>" in segments[0][0]
+    assert prompter.generate_prompt(QUESTION).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
+def test_a_think_block_is_never_shown_as_the_answer():
+    from utils.inference.stopping import without_thinking
+
+    assert without_thinking("<think>先想一想……</think>\n\n依据《刑法》第二百六十四条。") == "依据《刑法》第二百六十四条。"
+    assert without_thinking("<think>still thinking") == ""  # mid-stream: nothing to show yet
+    assert without_thinking("依据《刑法》。<think>x</think>") == "依据《刑法》。<think>x</think>"  # only a leading block
+
+
 def test_engine_with_the_chat_template_stops_on_its_end_of_turn(tiny_chat_model_dir):
     from utils.inference.engine import Engine
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from utils.common.errors import ConfigError, LawgptError
 from utils.inference.row_processing import RowController, RowProcessor
-from utils.inference.stopping import StopOnEvent, StopOnText, held_back
+from utils.inference.stopping import StopOnEvent, StopOnText, held_back, without_thinking
 
 GATHER_CAP = 10  # a batch waits at most this many batch_wait_s for a burst of requests to finish arriving
 _live: weakref.WeakSet = weakref.WeakSet()
@@ -157,7 +157,7 @@ class _Row:
     def _cut(self, text: str) -> str:
         for marker in self.request.stops:
             text = text.split(marker, 1)[0]
-        return text
+        return without_thinking(text)
 
     def fail(self, error: BaseException) -> None:
         """End this row alone with ``error`` (its settings or numbers failed); the batch goes on without it."""

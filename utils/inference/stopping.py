@@ -47,3 +47,16 @@ def held_back(text: str, markers: Sequence[str]) -> int:
                 longest = k
                 break
     return longest
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def without_thinking(text: str) -> str:
+    """``text`` without a leading think block (Qwen3, DeepSeek-R1: ``<think>…</think>``): a model's reasoning is
+    never shown as its answer. An unclosed block (still thinking, mid-stream) leaves nothing to show yet."""
+    stripped = text.lstrip()
+    if not stripped.startswith(THINK_OPEN):
+        return text
+    end = stripped.find(THINK_CLOSE)
+    return "" if end < 0 else stripped[end + len(THINK_CLOSE):].lstrip()

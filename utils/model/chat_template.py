@@ -46,6 +46,8 @@ class ChatPrompter:
 
     add_special_tokens = False  # the template writes BOS and turn markers itself (as transformers serve and vLLM tokenise)
 
+    thinking = False  # our data has no reasoning: thinking templates render without it (see render)
+
     def __init__(self, tokenizer, system: str | None = None, where: str = "the model"):
         self.name = CHAT
         self.tokenizer = tokenizer
@@ -73,8 +75,12 @@ class ChatPrompter:
         from jinja2 import TemplateError as JinjaError
 
         try:
+            # enable_thinking=False: a thinking template (Qwen3) then closes an empty think block inside the generation
+            # prompt, so trained answers and generated ones start with the answer, not with <think></think>
+            # (hiyouga/LlamaFactory #9392); templates without the variable ignore it.
             return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                      add_generation_prompt=add_generation_prompt)
+                                                      add_generation_prompt=add_generation_prompt,
+                                                      enable_thinking=self.thinking)
         except (JinjaError, ValueError, TypeError, KeyError) as e:
             raise TemplateError(f"the chat template of {self.where} failed to render: {e}") from e
 
