@@ -46,11 +46,10 @@ from utils.common.datafiles import files_sha256
 from utils.common.errors import LawgptError
 from utils.common.paths import REPO_ROOT
 
-ROOT = REPO_ROOT
 CONVERTER_PACKAGE = "llama-cpp-python==0.3.36"
 # PyPI files never change: another hash means another file, not a newer one.
 CONVERTER_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
-CACHE_DIR = ROOT / ".cache" / "llama_cpp"
+CACHE_DIR = REPO_ROOT / ".cache" / "llama_cpp"
 # What we take out of the sdist: the converter, its model classes, gguf-py, the licence (MIT).
 _MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")

@@ -42,7 +42,6 @@ from utils.common.datafiles import (
 from utils.common.errors import ConfigError
 from utils.common.paths import REPO_ROOT
 
-ROOT = REPO_ROOT
 PIPELINE_VERSION = 1  # part of every cache key: bump it when what a build writes changes
 READ_BATCH = 256  # documents per tokeniser call and per Arrow write
 BLOCKS_PER_WRITE = 1024
@@ -65,7 +64,7 @@ class PipelineArguments:
             raise ConfigError(f"--preprocessing_num_workers {self.preprocessing_num_workers}: must be >= 1")
 
     def cache_root(self) -> Path:
-        return Path(self.dataset_cache_dir or os.environ.get("LAWGPT_DATASET_CACHE") or ROOT / ".cache" / "datasets")
+        return Path(self.dataset_cache_dir or os.environ.get("LAWGPT_DATASET_CACHE") or REPO_ROOT / ".cache" / "datasets")
 
 
 # ---------------------------------------------------------------- handing big objects to workers
@@ -208,10 +207,9 @@ def _read(generator, gen_kwargs: dict, features, work: Path):
             raise e.__cause__ from None
         raise
     except ValueError as e:  # datasets' words for a generator that yielded nothing
-        if "corresponds to no data" in str(e):
-            files = ", ".join(str(f) for f in gen_kwargs.get("files", [])) or "the --data_path files"
-            raise DataError(f"{files}: no records to train on (empty files?)") from None
-        raise
+        if "corresponds to no data" not in str(e):
+            raise
+        raise DataError(f"{', '.join(map(str, gen_kwargs['files']))}: no records to train on (empty files?)") from None
 
 
 def _split(dataset, val_set_size: float, seed: int):
