@@ -42,6 +42,7 @@ from utils.common.results_log import ResultsLog  # noqa: E402
 from utils.inference.frontend import add_model_arguments, open_engine, options_from  # noqa: E402
 from utils.lawbench import contamination, report  # noqa: E402
 from utils.lawbench import tasks as lb  # noqa: E402
+from utils.lecoqa import report as lecoqa_report  # noqa: E402
 from utils.model.loader import write_run_info  # noqa: E402
 
 PREDICTIONS = "predictions.jsonl"
@@ -65,6 +66,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max_new_tokens", type=int, default=256)
     p.add_argument("--data_dir", default=str(lb.DEFAULT_DATA_DIR), help="prepared LawBench data (tools/prepare_lawbench.py)")
     p.add_argument("--output_dir", required=True, help="run directory (or where --compare writes)")
+    p.add_argument("--benchmark", choices=("lawbench", "lecoqa"), default="lawbench",
+                   help="lawbench (default) or lecoqa: real consultation questions with lawyers' answers, scored with "
+                        "LeCoQA's METEOR and BLEU (for now: --score_predictions FILE of their {id, answer} JSONL)")
+    p.add_argument("--lecoqa_dir", help="a checkout of oneal2000/LeCoQA (its evaluation/expected.jsonl)")
     p.add_argument("--train_data", nargs="+", help="training file(s) to check the test items against (contamination)")
     p.add_argument("--ngram", type=int, default=contamination.DEFAULT_N, help="n-gram size of the contamination check")
     p.add_argument("--contamination_threshold", type=float, default=contamination.DEFAULT_THRESHOLD)
@@ -247,6 +252,14 @@ def main(argv=None) -> dict:
         table = report.compare(args.compare, output_dir, args.labels)
         print(table)
         return {"compare": table}
+    if args.benchmark == "lecoqa":
+        if not args.score_predictions:
+            raise EvalError("--benchmark lecoqa answers with a model are not built yet: score a file of answers with "
+                            "--score_predictions FILE (LeCoQA's JSONL: {\"id\", \"answer\"} per line)")
+        data = lecoqa_report.score_file(Path(args.score_predictions), args.lecoqa_dir, output_dir)
+        print(f"[evaluate] LeCoQA, {data['n']} answers: METEOR {data['METEOR']:.4f}, BLEU {data['BLEU']:.4f} "
+              f"({lecoqa_report.NOT_COMPUTED}); wrote {output_dir}/scores.json, scores.md")
+        return data
     if args.score_predictions:
         data = score_predictions(Path(args.score_predictions), output_dir, args)
         print(report.markdown_table(data["tasks"]))

@@ -1,0 +1,42 @@
+"""Our LeCoQA scorer against the published table: every published run's generated answers, scored by
+utils/lecoqa/metrics.py, beside the METEOR and BLEU its authors report.
+
+    python benchmarks/bench_lecoqa_agreement.py --lecoqa_dir ../shared/lecoqa     # a checkout of oneal2000/LeCoQA
+
+Prints a Markdown table (published / ours / difference per run) and the largest difference; exit status 1 when one
+exceeds --tolerance (0.001, the issue's bar).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import fire
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from utils.lecoqa.metrics import read_answers, score_answers  # noqa: E402
+from utils.lecoqa.published import PUBLISHED, published  # noqa: E402
+from utils.lecoqa.report import expected_path  # noqa: E402
+
+
+def main(lecoqa_dir: str = str(ROOT.parent / "shared" / "lecoqa"), tolerance: float = 0.001) -> float:
+    """Score every published run; returns the largest |ours - published| over METEOR and BLEU."""
+    expected = read_answers(expected_path(lecoqa_dir))
+    print("| run | METEOR published | ours | BLEU published | ours |\n|---|---:|---:|---:|---:|")
+    worst = 0.0
+    for run in PUBLISHED:
+        ours = score_answers(expected, read_answers(Path(lecoqa_dir) / "baseline_results" / f"{run}.jsonl"))
+        worst = max(worst, *(abs(ours[m] - published(run, m)) for m in ("METEOR", "BLEU")))
+        print(f"| {run} | {published(run, 'METEOR'):.4f} | {ours['METEOR']:.4f} | {published(run, 'BLEU'):.4f} | "
+              f"{ours['BLEU']:.4f} |", flush=True)
+    print(f"\nlargest difference: {worst:.6f} over {len(PUBLISHED)} runs x 2 metrics ({len(expected)} answers each)")
+    if worst > tolerance:
+        raise SystemExit(1)
+    return worst
+
+
+if __name__ == "__main__":
+    fire.Fire(main, serialize=lambda result: None)
