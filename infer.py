@@ -16,6 +16,10 @@ Interactive mode (no, a missing or an empty data file): type a question; the ans
 Multi-turn: earlier turns are part of the prompt (oldest dropped when the context is full).
 ``/reset`` forgets the conversation, ``/exit`` (or end of input) quits.
 
+A model trained on retrieved statutes (template law_rag, as the demo model is) retrieves them for every question
+unless --no_rag; the model and retrieval flags are shared with webui.py, api.py and evaluate.py
+(utils/inference/frontend.py).
+
 The original's flags keep working: --load_8bit --base_model --lora_weights --prompt_template
 --infer_data_path.
 """

@@ -110,10 +110,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, retrieval: bool = True)
     """The same flags for an argparse parser (evaluate.py); read them back with :func:`options_from`."""
     from utils.legal.rag import RETRIEVERS
 
+    explicit = {"rag": "retrieve statutes for each question and put them in the prompt (utils/legal/rag.py); off unless "
+                       "given, whatever the model, so a benchmark run says what it measured"}
     for group in GROUPS[:2 if retrieval else 1]:
         for f in fields(group):
+            if f.name == "no_rag":
+                continue  # --rag is never implied here
             if f.type in ("bool", "bool | None"):
-                parser.add_argument(f"--{f.name}", action="store_true", help=HELP[f.name])
+                parser.add_argument(f"--{f.name}", action="store_true", help=explicit.get(f.name, HELP[f.name]))
             elif f.name == "rag_retriever":
                 parser.add_argument(f"--{f.name}", choices=RETRIEVERS, default=f.default, help=HELP[f.name])
             else:
