@@ -68,8 +68,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output_dir", required=True, help="run directory (or where --compare writes)")
     p.add_argument("--benchmark", choices=("lawbench", "lecoqa"), default="lawbench",
                    help="lawbench (default) or lecoqa: real consultation questions with lawyers' answers, scored with "
-                        "LeCoQA's METEOR and BLEU (for now: --score_predictions FILE of their {id, answer} JSONL)")
+                        "LeCoQA's METEOR and BLEU plus our citation figures (--score_predictions FILE: their "
+                        "{id, answer} JSONL, no model)")
     p.add_argument("--lecoqa_dir", help="a checkout of oneal2000/LeCoQA (its evaluation/expected.jsonl)")
+    p.add_argument("--split", choices=("test", "train"), default="test",
+                   help="LeCoQA questions to answer: test (309, for reporting) or train (1,234, for tuning)")
     p.add_argument("--train_data", nargs="+", help="training file(s) to check the test items against (contamination)")
     p.add_argument("--ngram", type=int, default=contamination.DEFAULT_N, help="n-gram size of the contamination check")
     p.add_argument("--contamination_threshold", type=float, default=contamination.DEFAULT_THRESHOLD)
@@ -245,6 +248,31 @@ def score_predictions(source: Path, output_dir: Path, args) -> dict:
     return score_raw(source, output_dir)
 
 
+def run_lecoqa(args, output_dir: Path) -> dict:
+    """Answer LeCoQA's questions (--split, --limit) with the model, resumably, and score the answers."""
+    from utils.inference.engine import GenerationParams
+    from utils.lecoqa.answering import answer_questions
+    from utils.lecoqa.questions import load_questions
+
+    lecoqa_report.expected_path(args.lecoqa_dir)
+    questions = load_questions(args.lecoqa_dir, args.split)[: args.limit]
+    # consultation questions are answered as infer.py answers them: with --rag, the model's law_rag prompt
+    engine, rag = open_engine(*options_from(args), "evaluate")
+    info = {"benchmark": "lecoqa", "split": args.split, "limit": args.limit, "base_model": engine.loaded.base_model,
+            "lora_weights": args.lora_weights, "prompt_template": engine.prompter.name,
+            "max_new_tokens": args.max_new_tokens, "rag_top_k": args.rag_top_k if rag else None,
+            "rag_retriever": args.rag_retriever if rag else None}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    old = json.loads((output_dir / "run_info.json").read_text(encoding="utf-8")) if (output_dir / "run_info.json").is_file() else info
+    if changed := [k for k in info if old.get(k) != info[k]]:
+        raise EvalError(f"{output_dir} holds a run with different {', '.join(changed)}; use a new --output_dir")
+    write_run_info(output_dir, info)
+    with tqdm(total=len(questions), desc="answering", unit="q") as bar:
+        answers = answer_questions(engine, questions, output_dir, GenerationParams(max_new_tokens=args.max_new_tokens),
+                                   args.batch_size, rag, args.rag_top_k, args.rag_retriever, bar.update)
+    return lecoqa_report.score(questions, answers, output_dir, Path(args.lora_weights or info["base_model"]).name, info)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
@@ -253,12 +281,13 @@ def main(argv=None) -> dict:
         print(table)
         return {"compare": table}
     if args.benchmark == "lecoqa":
-        if not args.score_predictions:
-            raise EvalError("--benchmark lecoqa answers with a model are not built yet: score a file of answers with "
-                            "--score_predictions FILE (LeCoQA's JSONL: {\"id\", \"answer\"} per line)")
-        data = lecoqa_report.score_file(Path(args.score_predictions), args.lecoqa_dir, output_dir)
+        data = (lecoqa_report.score_file(Path(args.score_predictions), args.lecoqa_dir, output_dir)
+                if args.score_predictions else run_lecoqa(args, output_dir))
+        g = data["grounding"]
         print(f"[evaluate] LeCoQA, {data['n']} answers: METEOR {data['METEOR']:.4f}, BLEU {data['BLEU']:.4f} "
-              f"({lecoqa_report.NOT_COMPUTED}); wrote {output_dir}/scores.json, scores.md")
+              f"({lecoqa_report.NOT_COMPUTED}); cite an article {100 * g['cite_share']:.1f}%, a gold article "
+              f"{100 * (g['cite_gold_share'] or 0):.1f}% of {g['questions_with_gold']}; wrote {output_dir}/scores.json, "
+              "scores.md")
         return data
     if args.score_predictions:
         data = score_predictions(Path(args.score_predictions), output_dir, args)

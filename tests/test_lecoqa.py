@@ -41,16 +41,25 @@ def test_evaluate_scores_a_file_of_answers(tmp_path, capsys):
 
 
 def _lecoqa_dir(tmp_path, answers: dict) -> Path:
+    """A LeCoQA checkout in miniature: the test questions and their answers file."""
     (tmp_path / "leco" / "evaluation").mkdir(parents=True)
+    (tmp_path / "leco" / "data" / "example").mkdir(parents=True)
     with open(tmp_path / "leco" / "evaluation" / "expected.jsonl", "w", encoding="utf-8") as f:
         for key, answer in answers.items():
             f.write(json.dumps({"id": key, "answer": answer}, ensure_ascii=False) + "\n")
+    questions = [{"问题": f"问题{key}：男21岁女20岁能结婚吗？", "答案文本": answer, "query_id": int(key),
+                  "match_name": ["中华人民共和国民法典第一千零四十七条", "最高人民法院关于审理民间借贷案件适用法律若干问题的规定第二十五条"]}
+                 for key, answer in answers.items()]
+    (tmp_path / "leco" / "data" / "example" / "test.json").write_text(json.dumps(questions, ensure_ascii=False),
+                                                                       encoding="utf-8")
     return tmp_path / "leco"
 
 
 def test_scores_and_errors_without_the_dataset(tmp_path):
     expected = {"1": "您好，根据《民法典》第一千零四十七条，男不得早于二十二周岁。", "2": "可以要求支付经济补偿。"}
     leco = _lecoqa_dir(tmp_path, expected)
+    assert evaluate.main(["--benchmark", "lecoqa", "--score_predictions", str(leco / "evaluation" / "expected.jsonl"),
+                          "--lecoqa_dir", str(leco), "--output_dir", str(tmp_path / "self")])["BLEU"] == pytest.approx(1)
     same = score_answers(expected, dict(expected))
     assert same["BLEU"] == pytest.approx(1.0) and same["METEOR"] > 0.99 and same["n"] == 2
     assert score_answers(expected, {"1": "不知道。", "2": "不知道。"})["METEOR"] < same["METEOR"]
@@ -62,6 +71,36 @@ def test_scores_and_errors_without_the_dataset(tmp_path):
         read_answers(bad)
     with pytest.raises(DataError, match="needs --lecoqa_dir"):
         evaluate.main(["--benchmark", "lecoqa", "--score_predictions", str(bad), "--output_dir", str(tmp_path / "o")])
-    with pytest.raises(evaluate.EvalError, match="not built yet"):
-        evaluate.main(["--benchmark", "lecoqa", "--base_model", "m", "--lecoqa_dir", str(leco),
-                       "--output_dir", str(tmp_path / "o")])
+
+
+def test_grounding_counts_gold_articles_in_the_store_only():
+    from utils.lecoqa.grounding import grounding
+    from utils.lecoqa.questions import gold_articles
+    from utils.legal.statutes import StatuteStore
+
+    store = StatuteStore.load()
+    gold = ["中华人民共和国民法典第一千零四十七条", "最高人民法院关于适用《中华人民共和国民法典》有关担保制度的解释第二十五条"]
+    inside, outside = gold_articles(gold, store)
+    # the interpretation's article 25 is not the Civil Code's, though the checker reads 民法典第二十五条 in its name
+    assert len(inside) == 1 and outside == [gold[1]]
+    questions = [{"id": "1", "gold": gold}, {"id": "2", "gold": gold[1:]}]
+    figures = grounding(questions, {"1": "依据《民法典》第一千零四十七条，男不得早于二十二周岁。",
+                                    "2": "依据《担保制度解释》第二十五条。"}, store)
+    assert figures["cite_gold_share"] == 1.0 and figures["questions_with_gold"] == 1
+    assert figures["gold_in_store"] == 1 and figures["gold_total"] == 3 and figures["cite_share"] == 1.0
+    assert figures["outside_store"] == 1 and figures["verified_share"] == 1.0  # the unknown law is not "wrong"
+
+
+def test_a_model_answers_resumably_and_is_scored(tiny_model_dir, tmp_path):
+    leco = _lecoqa_dir(tmp_path, {"7": "您好，可以。", "8": "不可以。", "9": "视情况而定。"})
+    out = tmp_path / "run"
+    argv = ["--benchmark", "lecoqa", "--base_model", str(tiny_model_dir), "--lecoqa_dir", str(leco), "--limit", "2",
+            "--max_new_tokens", "4", "--batch_size", "2", "--output_dir", str(out)]
+    data = evaluate.main(argv)
+    assert data["n"] == 2 and 0 <= data["METEOR"] <= 1 and data["grounding"]["questions_with_gold"] == 2
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [a["id"] for a in answers] == ["7", "8"] and all(isinstance(a["answer"], str) for a in answers)
+    again = evaluate.main(argv)  # resumes: nothing left to generate, the same scores
+    assert again["METEOR"] == data["METEOR"] and len((out / "predictions.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(evaluate.EvalError, match="different max_new_tokens"):
+        evaluate.main([*argv[:-4], "--max_new_tokens", "5", "--output_dir", str(out)])

@@ -1,0 +1,43 @@
+"""How grounded a set of LeCoQA answers is, beside LeCoQA's own metrics: do the answers cite law, is it real, is it the
+law the lawyers named (the gold articles), and could retrieval have found it.
+
+Every citation is read and checked by utils/legal/citations.py against the statute store. A citation of a law the
+store does not hold (``unknown_law``: mostly judicial interpretations and regulations, which it lacks) is counted as
+"outside the store", neither verified nor wrong, until the store holds them. A gold article counts only when it is in
+the store; how many are is reported beside every figure.
+"""
+
+from __future__ import annotations
+
+from utils.lecoqa.questions import gold_articles
+
+
+def grounding(questions: list[dict], answers: dict[str, str], store) -> dict:
+    """Figures over ``questions`` (see :func:`utils.lecoqa.questions.load_questions`) for ``answers`` (id → text):
+
+    ``cite_share``: answers citing at least one article; ``verified_share``: of the article citations of laws in the
+    store, those verified (the article exists and is in force); ``outside_store``: article citations of laws the store
+    lacks; ``cite_gold_share``: of the questions with a gold article in the store, those whose answer cites one;
+    ``gold_in_store`` / ``gold_total``: gold articles in the store / all, ``questions_with_gold``."""
+    from utils.legal.citations import check_citations
+
+    citing = cited_gold = with_gold = gold_in = gold_total = in_store = verified = outside = 0
+    for q in questions:
+        inside, outside_names = gold_articles(q["gold"], store)
+        gold_in, gold_total = gold_in + len(inside), gold_total + len(inside) + len(outside_names)
+        verdicts = [v for v in check_citations(answers[q["id"]], store) if v.number is not None]
+        citing += bool(verdicts)
+        for v in verdicts:
+            if v.status == "unknown_law":
+                outside += 1
+            else:
+                in_store += 1
+                verified += v.status == "verified"
+        if inside:
+            with_gold += 1
+            cited_gold += any((v.law_name, v.number, v.suffix) in inside for v in verdicts if v.status == "verified")
+    n = len(questions)
+    return {"answers": n, "cite_share": citing / n if n else 0.0,
+            "verified_share": verified / in_store if in_store else None, "citations_in_store": in_store,
+            "outside_store": outside, "cite_gold_share": cited_gold / with_gold if with_gold else None,
+            "questions_with_gold": with_gold, "gold_in_store": gold_in, "gold_total": gold_total}
