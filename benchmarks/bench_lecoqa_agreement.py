@@ -3,8 +3,8 @@ utils/lecoqa/metrics.py, beside the METEOR and BLEU its authors report.
 
     python benchmarks/bench_lecoqa_agreement.py --lecoqa_dir ../shared/lecoqa     # a checkout of oneal2000/LeCoQA
 
-Prints a Markdown table (published / ours / difference per run) and the largest difference; exit status 1 when one
-exceeds --tolerance (0.001, the issue's bar).
+Prints a Markdown table (published / ours per run) and the largest difference (exit status 1 when one exceeds
+--tolerance, 0.001), then our grounding figures of the same answers and of the lawyers' own (utils/lecoqa/grounding.py).
 """
 
 from __future__ import annotations
@@ -33,6 +33,16 @@ def main(lecoqa_dir: str = str(ROOT.parent / "shared" / "lecoqa"), tolerance: fl
         print(f"| {run} | {published(run, 'METEOR'):.4f} | {ours['METEOR']:.4f} | {published(run, 'BLEU'):.4f} | "
               f"{ours['BLEU']:.4f} |", flush=True)
     print(f"\nlargest difference: {worst:.6f} over {len(PUBLISHED)} runs x 2 metrics ({len(expected)} answers each)")
+    from utils.lecoqa.grounding import grounding
+    from utils.lecoqa.questions import load_questions
+    from utils.lecoqa.report import grounding_table
+    from utils.legal.statutes import StatuteStore
+
+    store, questions = StatuteStore.load(), load_questions(lecoqa_dir, "test")
+    runs = {run: grounding(questions, read_answers(Path(lecoqa_dir) / "baseline_results" / f"{run}.jsonl"), store)
+            for run in PUBLISHED}
+    runs["the lawyers' answers"] = grounding(questions, {q["id"]: q["answer"] for q in questions}, store)
+    print("\n" + grounding_table(runs))
     if worst > tolerance:
         raise SystemExit(1)
     return worst
