@@ -43,6 +43,14 @@ def main(lecoqa_dir: str = str(ROOT.parent / "shared" / "lecoqa"), tolerance: fl
             for run in PUBLISHED}
     runs["the lawyers' answers"] = grounding(questions, {q["id"]: q["answer"] for q in questions}, store)
     print("\n" + grounding_table(runs))
+    from utils.lecoqa.grounding import retrieval_recall
+    from utils.legal import rag
+
+    index = rag.default_index()
+    recall = retrieval_recall(questions, index.store, lambda question, k: rag.retrieve(question, k, index=index))
+    print("BM25 (--rag's default) on the test questions, gold articles in the store: " +
+          ", ".join(f"{k} {v:.3f}" for k, v in recall.items() if k.startswith("recall")) +
+          f" (of {recall['gold_in_store']})")
     if worst > tolerance:
         raise SystemExit(1)
     return worst

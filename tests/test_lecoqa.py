@@ -104,3 +104,22 @@ def test_a_model_answers_resumably_and_is_scored(tiny_model_dir, tmp_path):
     assert again["METEOR"] == data["METEOR"] and len((out / "predictions.jsonl").read_text().splitlines()) == 2
     with pytest.raises(evaluate.EvalError, match="different max_new_tokens"):
         evaluate.main([*argv[:-4], "--max_new_tokens", "5", "--output_dir", str(out)])
+
+
+def test_retrieval_recall_counts_gold_articles_in_the_store():
+    from types import SimpleNamespace
+
+    from utils.lecoqa.grounding import retrieval_recall
+    from utils.legal.statutes import StatuteStore
+
+    store = StatuteStore.load()
+    article = store.lookup("中华人民共和国民法典", 1047)
+    other = store.lookup("中华人民共和国民法典", 1046)
+    questions = [{"id": "1", "question": "结婚年龄", "gold": ["中华人民共和国民法典第一千零四十七条"]},
+                 {"id": "2", "question": "担保", "gold": ["最高人民法院关于审理民间借贷案件适用法律若干问题的规定第二十五条"]}]
+
+    def retrieve(question, k):  # the gold article second
+        return [SimpleNamespace(article=a) for a in (other, article)][:k]
+
+    assert retrieval_recall(questions, store, retrieve, ks=(1, 2)) == {"recall@1": 0.0, "recall@2": 1.0,
+                                                                       "gold_in_store": 1}

@@ -41,3 +41,18 @@ def grounding(questions: list[dict], answers: dict[str, str], store) -> dict:
             "verified_share": verified / in_store if in_store else None, "citations_in_store": in_store,
             "outside_store": outside, "cite_gold_share": cited_gold / with_gold if with_gold else None,
             "questions_with_gold": with_gold, "gold_in_store": gold_in, "gold_total": gold_total}
+
+
+def retrieval_recall(questions: list[dict], store, retrieve, ks: tuple[int, ...] = (1, 5, 10)) -> dict:
+    """Recall@k of the gold articles that are in the store: the share of them among the top k articles that
+    ``retrieve(question, k)`` returns (hits with ``.article``), for each k; ``gold_in_store`` says over how many."""
+    found, total = dict.fromkeys(ks, 0), 0
+    for q in questions:
+        inside, _ = gold_articles(q["gold"], store)
+        if not inside:
+            continue
+        total += len(inside)
+        ranked = [(h.article.law_name, h.article.number, h.article.suffix) for h in retrieve(q["question"], max(ks))]
+        for k in ks:
+            found[k] += len(inside & set(ranked[:k]))
+    return {**{f"recall@{k}": found[k] / total if total else None for k in ks}, "gold_in_store": total}
