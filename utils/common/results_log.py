@@ -101,10 +101,10 @@ class ResultsLog:
         self.records[key] = record
 
     def close(self) -> None:
-        if self._file is not None:
+        if getattr(self, "_file", None) is not None:  # getattr: __del__ after a failed __init__
             self._file.close()
             self._file = None
-        if self._lock is not None:
+        if getattr(self, "_lock", None) is not None:
             self._lock.close()  # closing the descriptor releases the lock
             self._lock = None
 
