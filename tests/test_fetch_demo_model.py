@@ -3,6 +3,7 @@
 import pytest
 
 from tools.fetch_demo_model import PACKAGE, REQUIRED, is_complete, main
+from utils.common.datafiles import DataError
 from utils.model.loader import write_run_info
 
 
@@ -26,7 +27,7 @@ def test_foreign_nonempty_dir_is_refused(tmp_path):
     out = tmp_path / "m"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(SystemExit, match="not a complete demo model"):
+    with pytest.raises(DataError, match="not a complete demo model"):
         main(output_dir=str(out))
     assert (out / "notes.txt").read_text() == "mine"
 

