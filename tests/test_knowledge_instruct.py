@@ -226,3 +226,37 @@ def test_kind_max_caps_one_kind():
     assert stats["identity"]["kept"] == 5 and stats["out_of_scope"]["kept"] == 3
     with pytest.raises(SystemExit):
         parse_args(["--output", "x.jsonl", "--kinds", "identity", "--kind_max", "grounded_answer=5"])
+
+
+def test_earlier_turns_put_grounded_answers_in_a_conversation(lawbench_dir):
+    """--earlier_turns: a share of grounded answers follow a turn on another matter (issue 28: a model trained on
+    single turns repeated its first answer to an unrelated second question). The answer stays the one for the
+    question asked now, and the conversation tokenises with the law_rag template, the earlier turn masked."""
+    import random
+
+    from utils.datagen.grounded import add_earlier_turns
+    from utils.model.chat_template import make_prompter
+
+    plain, _ = run(lawbench_dir, "--kinds", "grounded_answer,identity", "--max_per_kind", "20", "--seed", "5")
+    items, _ = run(lawbench_dir, "--kinds", "grounded_answer,identity", "--max_per_kind", "20", "--seed", "5",
+                   "--earlier_turns", "0.5")
+    with_turn = [i for i in items if i.get("history")]
+    assert 3 <= len(with_turn) <= 17 and all(i["kind"] == "grounded_answer" for i in with_turn)
+    by_question = {i["instruction"]: i for i in plain}
+    for item in with_turn:
+        (question, answer), = item["history"]
+        assert question != item["instruction"] and answer != item["output"]
+        assert by_question[item["instruction"]]["output"] == item["output"]  # the answer is unchanged
+    assert not any(i.get("history") for i in plain)  # off by default: the demo's data do not change
+    fake = [{"kind": "grounded_answer", "instruction": "q1", "output": "a1", "_key": 1},
+            {"kind": "grounded_answer", "instruction": "q2", "output": "a2", "_key": 1}]
+    assert add_earlier_turns(fake, 1.0, random.Random(0)) == 0  # the same article is not another matter
+    with pytest.raises(SystemExit):
+        parse_args(["--output", "x.jsonl", "--earlier_turns", "1.5"])
+    item = with_turn[0]
+    prompter = make_prompter("law_rag")
+    segments = prompter.segments(item["instruction"], item["input"], item["output"], item["history"])
+    prompt_text = "".join(text for text, is_response in segments if not is_response)
+    answers = [text for text, is_response in segments if is_response]
+    assert item["history"][0][0] in prompt_text and item["instruction"] in prompt_text
+    assert answers[-1].startswith(item["output"][:20])  # the answer to the question asked now is trained

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.common.datafiles import DataError, read_records, write_jsonl  # noqa: E402
 from utils.common.entry import run_entry  # noqa: E402
-from utils.datagen.grounded import grounded_items  # noqa: E402
+from utils.datagen.grounded import add_earlier_turns, grounded_items  # noqa: E402
 from utils.datagen.persona import (  # noqa: E402
     DEFAULT_MAKER,
     DEFAULT_NAME,
@@ -293,6 +293,9 @@ def build(args: argparse.Namespace) -> tuple[list[dict], dict]:
             kept = rng.sample(kept, cap)
         stats[kind] = {**counts, "kept": len(kept)}
         out.extend(kept)
+    if args.earlier_turns:
+        turns = add_earlier_turns(out, args.earlier_turns, rng)
+        print(f"[knowledge_instruct] {turns} grounded answers got an earlier turn on another matter")
     rng.shuffle(out)
     for item in out:
         del item["_key"]
@@ -332,7 +335,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="share of identity/out_of_scope items given the articles --rag retrieves for their "
                              "question as input (a model served with --rag sees articles with every question); "
                              "default: 0.5 when grounded_answer is among --kinds (law_rag data), else 0")
+    parser.add_argument("--earlier_turns", type=float, default=0.0, metavar="SHARE",
+                        help="share of grounded answers given an earlier turn on another matter (history), so the "
+                             "model answers the question asked now in a conversation (default 0: single turns)")
     args = parser.parse_args(argv)
+    if not 0 <= args.earlier_turns <= 1:
+        parser.error(f"--earlier_turns {args.earlier_turns}: must be in [0, 1]")
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = [k for k in args.kinds if k not in KINDS]
     if unknown or not args.kinds:

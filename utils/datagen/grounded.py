@@ -111,3 +111,25 @@ def grounded_items(articles: Iterable[Article], rng: random.Random, limit: int, 
                       "kind": "grounded_answer", "source": article.citation if settled else "not_settled",
                       "_key": _key(article), "_context": [_key(h.article) for h in hits]})
     return items
+
+
+def add_earlier_turns(items: list[dict], share: float, rng: random.Random) -> int:
+    """Give ``share`` of the grounded answers an earlier turn on another matter (``history``: one question and answer
+    of another item), so a model learns to answer the question asked now, from the articles retrieved for it, not to
+    repeat its last answer: the demo model, trained on single turns only, answered an unrelated second question with
+    its first answer word for word (issue 28). The earlier turn carries no articles, as the web UI's and the API's
+    history does not. Returns how many items got one; ``items`` is changed in place."""
+    grounded = [i for i, item in enumerate(items) if item["kind"] == "grounded_answer"]
+    if len(items) < 2:
+        return 0
+    count = 0
+    for i in grounded:
+        if rng.random() >= share:
+            continue
+        j = rng.randrange(len(items) - 1)
+        j += j >= i  # any other item
+        if items[j].get("_key") is not None and items[j].get("_key") == items[i].get("_key"):
+            continue  # the same article: not another matter
+        items[i]["history"] = [[items[j]["instruction"], items[j]["output"]]]
+        count += 1
+    return count
