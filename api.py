@@ -63,13 +63,16 @@ def main(
     Args:
         system_prompt: default system text when a request has no system message (default: the template's).
         served_model_name: the model id clients send (default: the model directory's name).
-        host: address to listen on (127.0.0.1 = this machine only). port: port to listen on.
+        host: address to listen on (127.0.0.1 = this machine only).
+        port: port to listen on.
         api_key: required Bearer token (default: the LAWGPT_API_KEY environment variable; none if unset).
         cors_origins: comma-separated browser origins allowed to call the API (default: none; '*' is refused).
-        max_batch_size: requests generated together at most. max_queue: requests that may wait (more: 503).
+        max_batch_size: requests generated together at most.
+        max_queue: requests that may wait (more: 503).
         batch_wait_ms: a batch starts once no request arrived for this long (10x at most after the first).
         default_max_tokens: answer length when a request sets no max_tokens.
-        temperature: default when a request sets none (0 = greedy). repetition_penalty: default (1.0 = off).
+        temperature: default when a request sets none (0 = greedy).
+        repetition_penalty: default when a request sets none (1.0 = off).
         log_level: uvicorn's log level.
         max_body_mb: request bodies larger than this are refused (413) before they are read whole.
     """

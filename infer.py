@@ -239,7 +239,8 @@ def main(
         batch_size: questions generated together (left-padded batches).
         max_new_tokens: answer length limit in tokens.
         temperature: 0 = greedy (default); > 0 samples with top_p/top_k.
-        top_p: nucleus sampling mass. top_k: sample among the k most likely tokens (0 = off).
+        top_p: nucleus sampling mass.
+        top_k: sample among the k most likely tokens (0 = off).
         num_beams: beam search width (1 = off).
         repetition_penalty: > 1 discourages repeating tokens (1.0 = off).
         no_repeat_ngram_size: forbid repeating any n-gram of this size (0 = off; try 6-10 for a looping model).

@@ -148,9 +148,9 @@ step "6. merge into $FINAL_MODEL" "$FINAL_MODEL/run_info.json" -- \
 # retrieved articles stays allowed): on the held-out questions the ban took loops from 8% to 2% (benchmarks/LOG.md, issue 13).
 # Answers end by themselves (EOS) long before GEN_TOKENS when the model learned to stop.
 NO_REPEAT=6
-step "7a. answer the example questions" "$OUT/infer.jsonl" -- \
+step "7a. answer the example questions without retrieval" "$OUT/infer.jsonl" -- \
   python infer.py --base_model "$FINAL_MODEL" --infer_data_path resources/example_infer_data.json \
-    --output_path "$OUT/infer.jsonl" --max_new_tokens "$GEN_TOKENS" --no_repeat_ngram_size "$NO_REPEAT"
+    --output_path "$OUT/infer.jsonl" --max_new_tokens "$GEN_TOKENS" --no_repeat_ngram_size "$NO_REPEAT" --no_rag
 step "7b. the same with statute retrieval (--rag)" "$OUT/infer_rag.jsonl" -- \
   python infer.py --base_model "$FINAL_MODEL" --infer_data_path resources/example_infer_data.json \
     --output_path "$OUT/infer_rag.jsonl" --max_new_tokens "$GEN_TOKENS" --no_repeat_ngram_size "$NO_REPEAT" --rag

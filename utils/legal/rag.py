@@ -32,7 +32,8 @@ def missing_rag_warning(trained_template: str | None, rag_on: bool) -> str | Non
     gave a wrong citation in 90% of 60 legal answers without retrieval, 5% of citations with it (benchmarks/LOG.md, issue 13's demo model)."""
     if trained_template == RAG_TEMPLATE and not rag_on:
         return (f"this model was trained to answer from retrieved statutes (template {RAG_TEMPLATE}); without --rag "
-                "it has none to quote and invents citations: serve it with --rag (its default; drop --no_rag)")
+                "it has none to quote and invents citations: pass --rag (infer.py, webui.py and api.py retrieve by "
+                "default for such a model unless --no_rag)")
     return None
 
 
