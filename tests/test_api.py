@@ -8,84 +8,41 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
+from api_harness import (
+    BASE,
+    KEY,
+    MODEL,
+    QUESTIONS,
+    ROOT,
+    Server,
+    expected,
+    free_port,
+    module_engine,
+    module_server,
+    raw,
+    user,
+)
 
-from utils.inference.api_app import APISettings, build_api
-from utils.inference.engine import Engine, GenerationParams
+from utils.inference.api_app import APISettings
+from utils.inference.engine import Engine
 from utils.inference.openai_request import parse_messages
-
-ROOT = Path(__file__).resolve().parent.parent
-KEY = "test-key-123"
-MODEL = "tiny-lawgpt"
-QUESTIONS = ["酒驾撞人怎么判刑？", "请介绍赌博罪的定义。", "加班工资怎么算？", "民间借贷的合法利息是多少？", "离婚时财产怎么分？",
-             "交通事故责任怎么认定？", "劳动合同到期不续签有补偿吗？", "网购到假货怎么办？", "房东不退押金怎么办？",
-             "被狗咬了谁赔偿？", "盗窃罪的立案标准是什么？", "正当防卫的界限在哪里？", "遗嘱怎么写才有效？",
-             "未成年人犯罪怎么处理？", "工伤认定需要什么材料？", "借条和欠条有什么区别？", "诈骗罪怎么量刑？",
-             "公司拖欠工资怎么办？", "醉驾的标准是什么？", "邻居噪音扰民怎么办？"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """uvicorn serving build_api(...) in a thread, stopped by stop()."""
-
-    def __init__(self, engine: Engine, settings: APISettings, rag=None):
-        import uvicorn
-
-        self.engine, self.port = engine, free_port()
-        config = uvicorn.Config(build_api(engine, settings, rag), host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert self.server.started
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-
-    def client(self, key: str | None = KEY, **kwargs):
-        from openai import OpenAI
-
-        return OpenAI(base_url=self.url, api_key=key or "none", max_retries=0, timeout=60, **kwargs)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
-    engine = Engine.from_pretrained(str(tiny_model_dir), max_batch_size=16, batch_wait_ms=20)
-    yield engine
-    engine.close()
+    yield from module_engine(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
 def server(engine):
-    server = Server(engine, APISettings(MODEL, api_key=KEY, cors_origins=("http://allowed.example",)))
-    yield server
-    server.stop()
-
-
-def expected(engine, question, history=(), system=None, **params):
-    prompt = engine.prompt(question, None, list(history), system)
-    return engine.generate([prompt], GenerationParams(**params))[0], prompt
-
-
-def user(text):
-    return {"role": "user", "content": text}
+    yield from module_server(engine)
 
 
 def test_models_lists_the_served_model(server):
@@ -149,16 +106,6 @@ def test_stop_strings_and_sampling_parameters(server, engine):
     assert a == b == want.text  # a seeded sample is reproducible and is the engine's
 
 
-def raw(server, body, key=KEY, path="/chat/completions", method="POST"):
-    import httpx
-
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
-    response = httpx.request(method, server.url + path, content=data, headers=headers, timeout=30)
-    return response.status_code, response.json()
-
-
-BASE = {"model": MODEL, "messages": [user("问题")], "max_tokens": 2}
 ERRORS = [  # (request body, status, param)
     ('{"model": "tiny-lawgpt", "messages": [', 400, None),
     ([1, 2], 400, None),
@@ -207,66 +154,6 @@ def test_accepted_defaults_and_ignored_fields(server):
             "response_format": {"type": "text"}, "tools": [], "max_completion_tokens": 3, "seed": 1}
     code, reply = raw(server, body)
     assert code == 200 and reply["usage"]["completion_tokens"] <= 3
-
-
-def test_numbers_any_client_may_send_are_served(server, engine):
-    """An integer temperature (valid JSON and OpenAI) and a temperature too small to sample with: both answered,
-    the tiny one greedily, as vLLM does (was: 500, failing the other requests of the batch)."""
-    for temperature, want in ((2, None), (1e-40, expected(engine, QUESTIONS[0], max_new_tokens=6)[0].text)):
-        code, reply = raw(server, {**BASE, "messages": [user(QUESTIONS[0])], "max_tokens": 6, "seed": 3,
-                                   "temperature": temperature})
-        assert code == 200, reply
-        assert want is None or reply["choices"][0]["message"]["content"] == want
-
-
-def test_a_reply_appended_as_is_can_be_sent_back(server):
-    client = server.client()
-    first = client.chat.completions.create(model=MODEL, messages=[user(QUESTIONS[1])], max_tokens=4)
-    messages = [user(QUESTIONS[1]), first.choices[0].message, user(QUESTIONS[2])]  # refusal, annotations… as null
-    second = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
-    assert second.choices[0].message.content is not None
-    echoed = {"role": "assistant", "content": "答", "refusal": "no"}  # a set refusal is not an echo: refused
-    code, reply = raw(server, {**BASE, "messages": [user("a"), echoed, user("b")]})
-    assert code == 400 and reply["error"]["param"] == "messages[1].refusal"
-
-
-def test_big_bodies_are_refused_before_they_are_read(tiny_model_dir, engine):
-    server = Server(engine, APISettings(MODEL, max_body_bytes=4096))
-    try:
-        code, reply = raw(server, {**BASE, "messages": [user("盗" * 5000)]})
-        assert code == 413 and "at most 4,096" in reply["error"]["message"]
-        import httpx
-
-        def chunks():  # no Content-Length: counted while it streams in
-            yield b'{"model": "tiny-lawgpt", "messages": [{"role": "user", "content": "'
-            for _ in range(100):
-                yield b"x" * 1000
-            yield b'"}]}'
-
-        response = httpx.post(server.url + "/chat/completions", content=chunks(), timeout=30)
-        assert response.status_code == 413 and "exceeds 4,096" in response.json()["error"]["message"]
-        assert raw(server, BASE)[0] == 200
-    finally:
-        server.stop()
-
-
-def test_web_pages_cannot_drive_a_local_api(engine):
-    """Without a key, a cross-site POST (Origin: another site) and a DNS-rebound Host name are refused."""
-    import httpx
-
-    server = Server(engine, APISettings(MODEL, allowed_hosts=("127.0.0.1", "localhost", "::1")))
-    try:
-        url = server.url + "/chat/completions"
-        body = json.dumps(BASE)
-        evil = httpx.post(url, content=body, timeout=30, headers={"Origin": "http://evil.example",
-                                                                   "Content-Type": "text/plain"})
-        assert evil.status_code == 403 and "--cors_origins" in evil.json()["error"]["message"]
-        rebound = httpx.post(url, content=body, timeout=30, headers={"Host": "attacker.example:8000"})
-        assert rebound.status_code == 400 and "attacker.example" in rebound.json()["error"]["message"]
-        same = httpx.post(url, content=body, timeout=30, headers={"Origin": f"http://127.0.0.1:{server.port}"})
-        assert same.status_code == 200 and httpx.post(url, content=body, timeout=30).status_code == 200
-    finally:
-        server.stop()
 
 
 def test_keys_models_and_paths(server):
@@ -339,22 +226,6 @@ def test_disconnect_mid_stream_frees_the_slot(server, engine):
     assert any('"content"' in line for line in received)
     reply = server.client().chat.completions.create(model=MODEL, messages=[user("问题")], max_tokens=2)
     assert reply.choices[0].message.content is not None
-
-
-def test_disconnect_of_a_plain_request_frees_the_slot(server, engine):
-    """A client that times out (and, like the openai client, retries) must not leave its generation running."""
-    import httpx
-
-    body = {**BASE, "messages": [user(QUESTIONS[7])], "max_tokens": 900, "repetition_penalty": 1.0,
-            "stop": ["这个标记不会出现"]}
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(server.url + "/chat/completions", json=body, timeout=httpx.Timeout(30, read=0.5),
-                   headers={"Authorization": f"Bearer {KEY}"})
-    gone = time.monotonic()
-    while engine.busy and time.monotonic() - gone < 5:
-        time.sleep(0.01)
-    # freed within a connection check (0.25 s), not at the end of the answer: 900 tokens take ~2 s alone here
-    assert not engine.busy and time.monotonic() - gone < 0.8
 
 
 def test_full_queue_answers_503(tiny_model_dir):

@@ -8,10 +8,9 @@ generates only what is missing); ``answers.jsonl`` is then written in LeCoQA's o
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
+from utils.common.datafiles import write_jsonl
 from utils.common.results_log import ResultsLog
 
 PREDICTIONS, ANSWERS = "predictions.jsonl", "answers.jsonl"
@@ -45,9 +44,5 @@ def answer_questions(engine, questions: list[dict], output_dir: Path, params, ba
             if progress is not None:
                 progress(len(batch))
         answers = {q["id"]: log.records[q["id"]]["answer"] for q in questions}
-    path = output_dir / ANSWERS
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps({"id": k, "answer": v}, ensure_ascii=False) + "\n" for k, v in answers.items()),
-                   encoding="utf-8")
-    os.replace(tmp, path)
+    write_jsonl(output_dir / ANSWERS, ({"id": k, "answer": v} for k, v in answers.items()))
     return answers

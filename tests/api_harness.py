@@ -1,0 +1,91 @@
+"""What the API tests share: the tiny model's engine, uvicorn serving build_api(...) in a thread on a free loopback port,
+raw HTTP requests, and the answer the engine gives alone (tests/test_api.py, tests/test_api_isolation.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+from utils.inference.api_app import APISettings, build_api
+from utils.inference.engine import Engine, GenerationParams
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "test-key-123"
+MODEL = "tiny-lawgpt"
+QUESTIONS = ["酒驾撞人怎么判刑？", "请介绍赌博罪的定义。", "加班工资怎么算？", "民间借贷的合法利息是多少？", "离婚时财产怎么分？",
+             "交通事故责任怎么认定？", "劳动合同到期不续签有补偿吗？", "网购到假货怎么办？", "房东不退押金怎么办？",
+             "被狗咬了谁赔偿？", "盗窃罪的立案标准是什么？", "正当防卫的界限在哪里？", "遗嘱怎么写才有效？",
+             "未成年人犯罪怎么处理？", "工伤认定需要什么材料？", "借条和欠条有什么区别？", "诈骗罪怎么量刑？",
+             "公司拖欠工资怎么办？", "醉驾的标准是什么？", "邻居噪音扰民怎么办？"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """uvicorn serving build_api(...) in a thread, stopped by stop()."""
+
+    def __init__(self, engine: Engine, settings: APISettings, rag=None):
+        import uvicorn
+
+        self.engine, self.port = engine, free_port()
+        config = uvicorn.Config(build_api(engine, settings, rag), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self.server.started
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def client(self, key: str | None = KEY, **kwargs):
+        from openai import OpenAI
+
+        return OpenAI(base_url=self.url, api_key=key or "none", max_retries=0, timeout=60, **kwargs)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def module_engine(tiny_model_dir):
+    """The engine a test module's ``engine`` fixture yields (module scope: one model per module)."""
+    engine = Engine.from_pretrained(str(tiny_model_dir), max_batch_size=16, batch_wait_ms=20)
+    yield engine
+    engine.close()
+
+
+def module_server(engine):
+    """The server a test module's ``server`` fixture yields: a key and one allowed browser origin."""
+    server = Server(engine, APISettings(MODEL, api_key=KEY, cors_origins=("http://allowed.example",)))
+    yield server
+    server.stop()
+
+
+def expected(engine, question, history=(), system=None, **params):
+    prompt = engine.prompt(question, None, list(history), system)
+    return engine.generate([prompt], GenerationParams(**params))[0], prompt
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+
+def raw(server, body, key=KEY, path="/chat/completions", method="POST"):
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    response = httpx.request(method, server.url + path, content=data, headers=headers, timeout=30)
+    return response.status_code, response.json()
+
+
+BASE = {"model": MODEL, "messages": [user("问题")], "max_tokens": 2}
