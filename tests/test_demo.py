@@ -64,6 +64,9 @@ def test_quick_demo_runs_every_stage_in_a_fresh_clone(tiny_model_dir, tmp_path):
     # the instruction data was filtered against the test sets step 1b prepared, before step 4 needed them
     assert (clone / "data" / "eval" / "lawbench" / "manifest.json").is_file()
     assert "LawBench: 80 items from data/eval/lawbench; 1 articles asked in 1-1" in run.stdout
+    # some grounded answers come after an earlier turn, so the model learns to answer follow-ups (issue 28)
+    sft = [json.loads(line) for line in (tmp_path / "out" / "sft_data.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert any(item.get("history") for item in sft) and "put in a conversation" in run.stdout
 
     dpo = json.loads((tmp_path / "out" / "dpo" / "run_info.json").read_text(encoding="utf-8"))
     assert dpo["stage"] == "dpo" and dpo["pairs"]["train"] > 0 and dpo["sft_adapter"].endswith("sft")

@@ -247,10 +247,16 @@ def test_earlier_turns_put_grounded_answers_in_a_conversation(lawbench_dir):
         (question, answer), = item["history"]
         assert question != item["instruction"] and answer != item["output"]
         assert by_question[item["instruction"]]["output"] == item["output"]  # the answer is unchanged
-    assert not any(i.get("history") for i in plain)  # off by default: the demo's data do not change
+    assert not any(i.get("history") for i in plain)  # off by default (demo.sh asks for 0.3)
     fake = [{"kind": "grounded_answer", "instruction": "q1", "output": "a1", "_key": 1},
             {"kind": "grounded_answer", "instruction": "q2", "output": "a2", "_key": 1}]
-    assert add_earlier_turns(fake, 1.0, random.Random(0)) == 0  # the same article is not another matter
+    # the same article, with no other item: nothing to put before it
+    assert add_earlier_turns(fake, 1.0, random.Random(0), same_matter=0.0) == {"same_matter": 0, "other_matter": 0}
+    assert add_earlier_turns(fake, 1.0, random.Random(0), same_matter=1.0) == {"same_matter": 2, "other_matter": 0}
+    long_one = [{"kind": "article_content", "instruction": "q0", "output": "长" * 300, "_key": 2},
+                {"kind": "article_charge", "instruction": "q3", "output": "x罪", "_key": 3},
+                {"kind": "grounded_answer", "instruction": "q4", "output": "a4", "_key": 4}]
+    assert add_earlier_turns(long_one, 1.0, random.Random(0)) == {"same_matter": 0, "other_matter": 0}
     with pytest.raises(SystemExit):
         parse_args(["--output", "x.jsonl", "--earlier_turns", "1.5"])
     item = with_turn[0]

@@ -295,7 +295,8 @@ def build(args: argparse.Namespace) -> tuple[list[dict], dict]:
         out.extend(kept)
     if args.earlier_turns:
         turns = add_earlier_turns(out, args.earlier_turns, rng)
-        print(f"[knowledge_instruct] {turns} grounded answers got an earlier turn on another matter")
+        print(f"[knowledge_instruct] grounded answers put in a conversation: {turns['same_matter']} after a turn on "
+              f"the same article, {turns['other_matter']} after a turn on another matter")
     rng.shuffle(out)
     for item in out:
         del item["_key"]
@@ -336,8 +337,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "question as input (a model served with --rag sees articles with every question); "
                              "default: 0.5 when grounded_answer is among --kinds (law_rag data), else 0")
     parser.add_argument("--earlier_turns", type=float, default=0.0, metavar="SHARE",
-                        help="share of grounded answers given an earlier turn on another matter (history), so the "
-                             "model answers the question asked now in a conversation (default 0: single turns)")
+                        help="share of grounded answers given an earlier turn (history): a third on the same article, the "
+                             "rest on another matter, so the model answers the question asked now in a conversation "
+                             "(default 0: single turns; the demo uses 0.3)")
     args = parser.parse_args(argv)
     if not 0 <= args.earlier_turns <= 1:
         parser.error(f"--earlier_turns {args.earlier_turns}: must be in [0, 1]")

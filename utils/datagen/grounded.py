@@ -113,23 +113,45 @@ def grounded_items(articles: Iterable[Article], rng: random.Random, limit: int, 
     return items
 
 
-def add_earlier_turns(items: list[dict], share: float, rng: random.Random) -> int:
-    """Give ``share`` of the grounded answers an earlier turn on another matter (``history``: one question and answer
-    of another item), so a model learns to answer the question asked now, from the articles retrieved for it, not to
-    repeat its last answer: the demo model, trained on single turns only, answered an unrelated second question with
-    its first answer word for word (issue 28). The earlier turn carries no articles, as the web UI's and the API's
-    history does not. Returns how many items got one; ``items`` is changed in place."""
-    grounded = [i for i, item in enumerate(items) if item["kind"] == "grounded_answer"]
-    if len(items) < 2:
-        return 0
-    count = 0
-    for i in grounded:
-        if rng.random() >= share:
+EARLIER_MAX_CHARS = 240  # an earlier turn's answer at most this long: the whole item stays within the demo's cutoff
+SAME_MATTER = 1 / 3  # share of the earlier turns on the same article (where another kind of item has it)
+
+
+def add_earlier_turns(items: list[dict], share: float, rng: random.Random,
+                      same_matter: float = SAME_MATTER) -> dict[str, int]:
+    """Put ``share`` of the grounded answers into a conversation: ``history`` gets one earlier question and answer
+    of another item, so a model learns to answer the question asked now, from the articles retrieved for it, and
+    not to repeat its last answer — the demo model, trained on single turns only, answered an unrelated second
+    question with its first answer word for word (issue 28).
+
+    The earlier turn is, for ``same_matter`` of them, an item about the same article (its text recited, its charge
+    defined: a follow-up on the same matter) where one exists, else an item on another article (a change of
+    subject), half of those another grounded answer — the answer a parrot would repeat. Earlier answers are at most
+    ``EARLIER_MAX_CHARS`` long, and the earlier turn is its question alone (no articles, as the web UI's and the API's
+    history carries none; never an article_charge item, whose question is about the article in its input). Returns ``{"same_matter": n, "other_matter": n}``; ``items`` is changed in place."""
+    # article_charge items ask about the article in their input: without it the question means nothing
+    short = [j for j, item in enumerate(items)
+             if len(item["output"]) <= EARLIER_MAX_CHARS and item["kind"] != "article_charge"]
+    by_key: dict[tuple, list[int]] = {}
+    for j in short:
+        if items[j].get("_key") is not None:
+            by_key.setdefault(items[j]["_key"], []).append(j)
+    grounded_short = [j for j in short if items[j]["kind"] == "grounded_answer"]
+    counts = {"same_matter": 0, "other_matter": 0}
+    for i, item in enumerate(items):
+        if item["kind"] != "grounded_answer" or rng.random() >= share:
             continue
-        j = rng.randrange(len(items) - 1)
-        j += j >= i  # any other item
-        if items[j].get("_key") is not None and items[j].get("_key") == items[i].get("_key"):
-            continue  # the same article: not another matter
-        items[i]["history"] = [[items[j]["instruction"], items[j]["output"]]]
-        count += 1
-    return count
+        key = item.get("_key")
+        same = [j for j in by_key.get(key, ()) if j != i] if key is not None else []
+        if same and rng.random() < same_matter:
+            pool, kind = same, "same_matter"
+        else:
+            pool = grounded_short if grounded_short and rng.random() < 0.5 else short
+            pool, kind = [j for j in pool if j != i and (key is None or items[j].get("_key") != key)], "other_matter"
+        pool = [j for j in pool if items[j]["output"] != item["output"]]  # two "not settled" answers: no lesson
+        if not pool:
+            continue
+        earlier = items[rng.choice(pool)]
+        item["history"] = [[earlier["instruction"], earlier["output"]]]
+        counts[kind] += 1
+    return counts
