@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -71,6 +72,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "LeCoQA's METEOR and BLEU plus our citation figures (--score_predictions FILE: their "
                         "{id, answer} JSONL, no model)")
     p.add_argument("--lecoqa_dir", help="a checkout of oneal2000/LeCoQA (its evaluation/expected.jsonl)")
+    p.add_argument("--bertscore_model", metavar="DIR",
+                   help="lecoqa: a local copy of bert-base-chinese (config.json, vocab, weights): adds LeCoQA's "
+                        "BERTScore (without it, BERTScore is not computed and none is shown)")
+    p.add_argument("--judge_api_base", metavar="URL",
+                   help="lecoqa: an OpenAI-compatible endpoint (…/v1) whose model judges each answer correct or not, "
+                        "with our prompt (LeCoQA's LLM-Eval prompt is unpublished: shown as 'judge (ours)'); "
+                        "key from $OPENAI_API_KEY, replies cached in the run directory")
+    p.add_argument("--judge_model", metavar="NAME", help="lecoqa: the judge's model name (with --judge_api_base)")
     p.add_argument("--split", choices=("test", "train"), default="test",
                    help="LeCoQA questions to answer: test (309, for reporting) or train (1,234, for tuning)")
     p.add_argument("--train_data", nargs="+", help="training file(s) to check the test items against (contamination)")
@@ -85,6 +94,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--limit must be >= 1, got {args.limit}")
     if args.batch_size < 1 or args.max_new_tokens < 1 or args.rag_top_k < 1:
         p.error("--batch_size, --max_new_tokens and --rag_top_k must be >= 1")
+    if (args.bertscore_model or args.judge_api_base) and args.benchmark != "lecoqa":
+        p.error("--bertscore_model and --judge_api_base score LeCoQA answers: add --benchmark lecoqa")
+    if bool(args.judge_api_base) != bool(args.judge_model):
+        p.error("--judge_api_base and --judge_model go together (the endpoint and the model that judges)")
+    if args.bertscore_model and not Path(args.bertscore_model, "config.json").is_file():
+        p.error(f"--bertscore_model {args.bertscore_model}: no config.json there (a local copy of bert-base-chinese?)")
     if not args.compare and not args.score_predictions and not (args.base_model or args.lora_weights):
         p.error("give --base_model and/or --lora_weights (or --compare RUN_DIR ... or --score_predictions DIR)")
     return args
@@ -270,7 +285,19 @@ def run_lecoqa(args, output_dir: Path) -> dict:
     with tqdm(total=len(questions), desc="answering", unit="q") as bar:
         answers = answer_questions(engine, questions, output_dir, GenerationParams(max_new_tokens=args.max_new_tokens),
                                    args.batch_size, rag, args.rag_top_k, args.rag_retriever, bar.update)
-    return lecoqa_report.score(questions, answers, output_dir, Path(args.lora_weights or info["base_model"]).name, info)
+    return lecoqa_report.score(questions, answers, output_dir, Path(args.lora_weights or info["base_model"]).name, info,
+                               **lecoqa_options(args))
+
+
+def lecoqa_options(args) -> dict:
+    """BERTScore and judge options of lecoqa_report.score from the command line."""
+    judge = None
+    if args.judge_api_base:
+        from utils.datagen.llm_backends import OpenAIGenerator
+
+        key = os.environ.get("OPENAI_API_KEY") or None  # never printed
+        judge = (OpenAIGenerator(args.judge_api_base, args.judge_model, key), f"{args.judge_model}@{args.judge_api_base}")
+    return {"bertscore_model": args.bertscore_model, "judge": judge}
 
 
 def main(argv=None) -> dict:
@@ -281,13 +308,17 @@ def main(argv=None) -> dict:
         print(table)
         return {"compare": table}
     if args.benchmark == "lecoqa":
-        data = (lecoqa_report.score_file(Path(args.score_predictions), args.lecoqa_dir, output_dir)
+        data = (lecoqa_report.score_file(Path(args.score_predictions), args.lecoqa_dir, output_dir,
+                                         **lecoqa_options(args))
                 if args.score_predictions else run_lecoqa(args, output_dir))
         g = data["grounding"]
-        print(f"[evaluate] LeCoQA, {data['n']} answers: METEOR {data['METEOR']:.4f}, BLEU {data['BLEU']:.4f} "
-              f"({lecoqa_report.NOT_COMPUTED}); cite an article {100 * g['cite_share']:.1f}%, a gold article "
+        bert = f", BERTScore {data['BERTScore']:.4f}" if "BERTScore" in data else ""
+        judged = data.get("judge", {}).get("correct_share")
+        judged = f", judged correct {100 * judged:.1f}%" if judged is not None else ""
+        print(f"[evaluate] LeCoQA, {data['n']} answers: METEOR {data['METEOR']:.4f}, BLEU {data['BLEU']:.4f}{bert}"
+              f"{judged} ({data['not_computed']}); cite an article {100 * g['cite_share']:.1f}%, a gold article "
               f"{100 * (g['cite_gold_share'] or 0):.1f}% of {g['questions_with_gold']}; wrote {output_dir}/scores.json, "
-              "scores.md")
+              "scores.md, scores.png")
         return data
     if args.score_predictions:
         data = score_predictions(Path(args.score_predictions), output_dir, args)

@@ -37,7 +37,7 @@ def test_evaluate_scores_a_file_of_answers(tmp_path, capsys):
     table = (tmp_path / "scores.md").read_text(encoding="utf-8")
     assert "| Black Box LLM (GPT) (published) | RAG | 0.1845 | 0.2974 | 0.7437 | 0.1012 |" in table
     assert "| RAG (ours) | | – | 0.2974 | – | 0.1012 |" in table  # never a BERTScore or LLM-Eval that is not ours
-    assert "neither is computed" in capsys.readouterr().out
+    assert "BERTScore not computed (give --bertscore_model" in capsys.readouterr().out
 
 
 def _lecoqa_dir(tmp_path, answers: dict) -> Path:
