@@ -24,7 +24,7 @@ ITEMS = [
     ("not_found", {"instruction": "醉驾怎么处罚？", "input": "", "output": "依据《中华人民共和国刑法》第九百条，处拘役。"}),
     ("repealed", {"instruction": "合同什么时候无效？", "input": "", "output": "根据《合同法》第五十二条，恶意串通损害他人利益的合同无效。"}),
     ("unknown_law", {"instruction": "试用期工资有什么规定？", "input": "",
-                     "output": "依据《劳动合同法实施条例》第十五条，试用期工资不得低于最低工资标准。"}),
+                     "output": "依据《劳动者工资保障法》第十五条，试用期工资不得低于最低工资标准。"}),
     ("old_case_material", {"instruction": "这份判决书引用的法律现在还有效吗？", "input": "本院依照《合同法》第一百零七条判决如下……",
                            "output": "合同法已于2021年1月1日废止，相关规则现规定在《中华人民共和国民法典》第五百七十七条。"}),
 ]
@@ -66,6 +66,7 @@ def test_repetition(text, looping):
 
 
 def test_repetition_never_fires_on_real_statutes():
+    # laws, judicial interpretations and regulations alike (the importer drops LawRefBook's empty 续表 lines)
     assert [a.citation for a in StatuteStore.load().current_articles() if repetition(a.text)] == []
 
 

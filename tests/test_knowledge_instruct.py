@@ -213,7 +213,7 @@ def test_grounded_answers_cite_and_quote_the_retrieved_gold_or_say_it_is_missing
             assert (first.status, first.law_name, first.number, first.suffix) == ("verified", *key)
             assert first.quote_matches
         else:  # what --rag retrieves, or (gold taken out on purpose) the next article moved up
-            cited = re.findall(r"^\[\d\] (《[^》]+》第[^（\n]+)", item["input"], re.M)
+            cited = re.findall(r"^\[\d\] (《.+》第[^（\n]+)", item["input"], re.M)
             wider = [h.article.citation for h in rag.prepare(item["instruction"], 4).hits]
             assert item["input"] == context.input or (len(cited) == 3 and set(cited) < set(wider))
             assert item["output"] in NOT_SETTLED and not check_citations(item["output"], store)

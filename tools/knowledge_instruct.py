@@ -62,7 +62,7 @@ from utils.datagen.statute_items import (  # noqa: E402
 )
 from utils.lawbench.contamination import DEFAULT_N, DEFAULT_THRESHOLD, ngrams  # noqa: E402
 from utils.legal.numerals import cn_to_int  # noqa: E402
-from utils.legal.statutes import NUMERAL, PRC, Article, StatuteStore  # noqa: E402
+from utils.legal.statutes import NUMERAL, PRC, Article, StatuteError, StatuteStore, doc_types_option  # noqa: E402
 
 DEFAULT_LAWBENCH_DIR = ROOT / "data" / "eval" / "lawbench"  # what tools/prepare_lawbench.py writes
 KINDS = ("article_content", "article_topic", "charge_definition", "article_charge", "grounded_answer", "identity",
@@ -273,7 +273,7 @@ def build(args: argparse.Namespace) -> tuple[list[dict], dict]:
         print(f"[knowledge_instruct] LawBench: {len(items)} items from {', '.join(map(str, dirs))}; "
               f"{len(overlap.asked)} articles asked in 1-1" +
               (f"; 1-1 laws not in the store: {dict(overlap.unresolved)}" if overlap.unresolved else ""))
-    articles = eligible(store)
+    articles = eligible(store, args.doc_types)
     out, stats = [], {}
     for kind in args.kinds:
         cap = args.kind_max.get(kind, args.max_per_kind)
@@ -340,7 +340,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="share of grounded answers given an earlier turn (history): a third on the same article, the "
                              "rest on another matter, so the model answers the question asked now in a conversation "
                              "(default 0: single turns; the demo uses 0.3)")
+    parser.add_argument("--doc_types", default="laws",
+                        help="which of the store's documents the items are drawn from: laws (laws.db's laws, the "
+                             "default), all (+ judicial interpretations and regulations), or types such as "
+                             "法律,司法解释,行政法规 (retrieved articles come from every type either way)")
     args = parser.parse_args(argv)
+    try:
+        args.doc_types = doc_types_option(args.doc_types)
+    except StatuteError as e:
+        parser.error(str(e))
     if not 0 <= args.earlier_turns <= 1:
         parser.error(f"--earlier_turns {args.earlier_turns}: must be in [0, 1]")
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]

@@ -53,7 +53,7 @@ from utils.datagen.grounded import answer as grounded_answer  # noqa: E402
 from utils.datagen.on_policy_pairs import on_policy_pairs, read_questions  # noqa: E402,I001
 from utils.training.preference_pairs import assess  # noqa: E402
 from utils.datagen.persona import DEFAULT_MAKER, DEFAULT_NAME, OUT_OF_SCOPE_ANSWERS, identity_items, out_of_scope_items  # noqa: E402,I001
-from utils.legal.statutes import PRC, Article, StatuteStore, article_label  # noqa: E402
+from utils.legal.statutes import PRC, Article, StatuteError, StatuteStore, article_label, doc_types_option, LAW_TYPES  # noqa: E402
 
 CORRUPTIONS = ("repealed_law", "nonexistent_article", "wrong_article", "misquote", "unknown_law")
 REFUSAL = "legal_refusal"
@@ -101,9 +101,9 @@ def law_short(article: Article) -> str:
     return article.short_name
 
 
-def store_questions(store: StatuteStore, rng: random.Random) -> list[dict]:
+def store_questions(store: StatuteStore, rng: random.Random, doc_types: tuple[str, ...] | None = LAW_TYPES) -> list[dict]:
     """One question per 刑法 charge (its defining article) and per law chapter/section heading (its first article)."""
-    articles = eligible(store)
+    articles = eligible(store, doc_types)
     items = []
     for charge, candidates in sorted(charge_articles(articles).items()):
         main = defining_article(charge, candidates)
@@ -176,11 +176,11 @@ def passes(text: str, store: StatuteStore) -> bool:
 
 
 def store_pairs(store: StatuteStore, kinds: list[str], rng: random.Random, max_questions: int = 0,
-                name: str = DEFAULT_NAME) -> tuple[list[dict], Counter]:
+                name: str = DEFAULT_NAME, doc_types: tuple[str, ...] | None = LAW_TYPES) -> tuple[list[dict], Counter]:
     """Corruption pairs (and ``legal_refusal`` pairs) for every store question (or a seeded sample of
     ``max_questions``) and every kind that applies, each checked both ways."""
     pairs, counts = [], Counter()
-    questions = store_questions(store, rng)
+    questions = store_questions(store, rng, doc_types)
     if max_questions and len(questions) > max_questions:
         questions = rng.sample(questions, max_questions)
     for question in questions:
@@ -258,7 +258,7 @@ def lawbench_filter(args: argparse.Namespace, store: StatuteStore) -> LawBenchOv
 def build_store(args: argparse.Namespace, store: StatuteStore) -> tuple[list[dict], dict]:
     rng = random.Random(args.seed)
     corruptions = [k for k in args.kinds if k in CORRUPTIONS or k == REFUSAL]
-    pairs, checks = store_pairs(store, corruptions, rng, args.max_questions, args.assistant_name) if corruptions \
+    pairs, checks = store_pairs(store, corruptions, rng, args.max_questions, args.assistant_name, args.doc_types) if corruptions \
         else ([], Counter())
     pairs += persona_pairs(args.kinds, rng, args.assistant_name, args.assistant_maker)
     from utils.legal.rag import add_retrieved_articles  # loads the BM25 index: only when asked for
@@ -315,7 +315,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                                   f"default {DEFAULT_LAWBENCH_DIR})")
     parser.add_argument("--no_lawbench_check", action="store_true", help="build without the LawBench overlap filter")
     add_generator_arguments(parser, default_template_mode="template")
+    parser.add_argument("--doc_types", default="laws",
+                        help="which of the store's documents the items are drawn from: laws (laws.db's laws, the "
+                             "default), all (+ judicial interpretations and regulations), or types such as "
+                             "法律,司法解释,行政法规 (retrieved articles come from every type either way)")
     args = parser.parse_args(argv)
+    try:
+        args.doc_types = doc_types_option(args.doc_types)
+    except StatuteError as e:
+        parser.error(str(e))
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = [k for k in args.kinds if k not in KINDS]
     if unknown or not args.kinds:
@@ -355,7 +363,7 @@ def _run(argv: list[str] | None = None) -> int:
     else:
         rng = random.Random(args.seed)
         questions = [{"instruction": q["instruction"], "input": "", "gold": [q["article"].citation]}
-                     for q in store_questions(store, rng)]
+                     for q in store_questions(store, rng, args.doc_types)]
         rng.shuffle(questions)
     heldout = heldout_questions(args.heldout)
     overlap = lawbench_filter(args, store)

@@ -10,17 +10,18 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from utils.legal.statutes import NUMERAL, PRC, Article, StatuteStore
+from utils.legal.statutes import LAW_TYPES, NUMERAL, PRC, Article, StatuteStore
 
 _HEADING = re.compile(r"^(第[一二三四五六七八九十百零]+[编章节])\s*(.+)$")
 GENERIC_HEADINGS = {"一般规定", "其他规定", "基本规定", "通则", "总则", "附则"}
 FIRST_SPECIAL_PART_ARTICLE = 102  # 刑法 分则 starts here; 总则's bracketed names (故意犯罪) are not charges
 
 
-def eligible(store: StatuteStore) -> list[Article]:
-    """Articles worth teaching: in force, citable as 第N条, not deleted, not the boilerplate every law repeats,
-    not an amendment (its articles are editing instructions, "第X条修改为…", and 宪法修正案 names are ambiguous)."""
-    return [a for a in store.current_articles() if a.number is not None and not a.is_boilerplate and len(a.text) >= 10
+def eligible(store: StatuteStore, doc_types: tuple[str, ...] | None = LAW_TYPES) -> list[Article]:
+    """Articles worth teaching: of ``doc_types`` (None: every type; default laws.db's laws), in force, citable as
+    第N条, not deleted, not the boilerplate every law repeats, not an amendment (its articles are editing instructions,
+    "第X条修改为…", and 宪法修正案 names are ambiguous)."""
+    return [a for a in store.current_articles(doc_types) if a.number is not None and not a.is_boilerplate and len(a.text) >= 10
             and a.doc_type not in ("修正案", "修改决定") and "修正案" not in a.law_name]
 
 

@@ -1,10 +1,11 @@
 """How grounded a set of LeCoQA answers is, beside LeCoQA's own metrics: do the answers cite law, is it real, is it the
 law the lawyers named (the gold articles), and could retrieval have found it.
 
-Every citation is read and checked by utils/legal/citations.py against the statute store. A citation of a law the
-store does not hold (``unknown_law``: mostly judicial interpretations and regulations, which it lacks) is counted as
-"outside the store", neither verified nor wrong, until the store holds them. A gold article counts only when it is in
-the store; how many are is reported beside every figure.
+Every citation is read and checked by utils/legal/citations.py against the statute store, which holds laws, judicial
+interpretations and State Council regulations (issue 30). A citation of a document the store does not hold
+(``not_in_store``: named as interpretations and regulations are, e.g. a local regulation) or of a law it does not know
+(``unknown_law``) is counted as "outside the store", neither verified nor wrong. A gold article counts only when it is
+in the store; how many are is reported beside every figure.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def grounding(questions: list[dict], answers: dict[str, str], store) -> dict:
         verdicts = [v for v in check_citations(answers[q["id"]], store) if v.number is not None]
         citing += bool(verdicts)
         for v in verdicts:
-            if v.status == "unknown_law":
+            if v.status in ("unknown_law", "not_in_store"):
                 outside += 1
             else:
                 in_store += 1
@@ -44,15 +45,20 @@ def grounding(questions: list[dict], answers: dict[str, str], store) -> dict:
 
 
 def retrieval_recall(questions: list[dict], store, retrieve, ks: tuple[int, ...] = (1, 5, 10)) -> dict:
-    """Recall@k of the gold articles that are in the store: the share of them among the top k articles that
-    ``retrieve(question, k)`` returns (hits with ``.article``), for each k; ``gold_in_store`` says over how many."""
-    found, total = dict.fromkeys(ks, 0), 0
+    """Recall@k of the gold articles: the share of them among the top k articles that ``retrieve(question, k)``
+    returns (hits with ``.article``), for each k — ``recall@k`` over the gold articles in the store
+    (``gold_in_store`` of them), ``recall_all@k`` over all (``gold_total``: those outside the store count as
+    missed)."""
+    found, total, everything = dict.fromkeys(ks, 0), 0, 0
     for q in questions:
-        inside, _ = gold_articles(q["gold"], store)
+        inside, outside = gold_articles(q["gold"], store)
+        everything += len(inside) + len(outside)
         if not inside:
             continue
         total += len(inside)
         ranked = [(h.article.law_name, h.article.number, h.article.suffix) for h in retrieve(q["question"], max(ks))]
         for k in ks:
             found[k] += len(inside & set(ranked[:k]))
-    return {**{f"recall@{k}": found[k] / total if total else None for k in ks}, "gold_in_store": total}
+    return {**{f"recall@{k}": found[k] / total if total else None for k in ks},
+            **{f"recall_all@{k}": found[k] / everything if everything else None for k in ks},
+            "gold_in_store": total, "gold_total": everything}

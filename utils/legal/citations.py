@@ -21,18 +21,20 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass
 
+from utils.legal.documents import SHORT_TITLES
 from utils.legal.numerals import cn_to_int
 from utils.legal.statutes import ABBREVIATIONS, CN_NUM, KNOWN_REPEALED, PRC, Law, StatuteStore, article_label
 
 QUOTE_THRESHOLD = 0.8
-VERDICTS = ("verified", "law_in_force", "not_found", "repealed", "unknown_law")
+VERDICTS = ("verified", "law_in_force", "not_found", "repealed", "unknown_law", "not_in_store")
 PROBLEMS = ("not_found", "repealed", "unknown_law")  # the verdicts that say the text is wrong
 _NUM = rf"(?:[{CN_NUM}]+|\d+)"
 _ARTICLE = re.compile(
     rf"第\s*(?P<num>{_NUM})\s*条(?:\s*之\s*(?P<suf>{_NUM}))?(?:\s*第\s*(?P<para>{_NUM})\s*款)?"
     rf"(?:\s*第\s*[（(]?(?P<item>{_NUM})[)）]?\s*项)?"
 )
-_BRACKETED = re.compile(r"《(?P<name>[^《》\n]{1,60})》")
+# A document the store does not hold, named as such documents are: not "unknown", just not checked
+_DOCUMENT_LIKE = re.compile(r"^(?:最高人民(?:法院|检察院)|国务院|.{2,40}(?:条例|细则|办法|规则|规定|解释|批复|决定)(?:[（(][一二三四五六七八九十]+[)）])?$)")
 _SAME_LAW = re.compile(r"(?:本法|该法|同法|此法)\s*$")
 _GAP = re.compile(r"^[\s的]*$")  # what may sit between a law's name and 第N条
 _UNKNOWN_NAME = re.compile(r"([\u4e00-\u9fff]{2,20}法)\s*$")
@@ -73,25 +75,57 @@ class _Mention:
     bracketed: bool
 
 
+def _name_regex(name: str) -> str:
+    """A name as a regex that also matches it written with 〈〉 or 《》 (or neither) around a law inside it, with or
+    without 中华人民共和国 there, and 、 or a space (or nothing) between two issuers."""
+    parts = re.split(r"[《〈](?:中华人民共和国)?([^《》〈〉]+)[》〉]", name)
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2:  # a law named inside the title
+            out.append(rf"[《〈]?(?:中华人民共和国)?{re.escape(part)}[》〉]?")
+        else:
+            out.append(r"[、\s]?".join(re.escape(piece) for piece in re.split(r"[、\s]", part)))
+    return "".join(out)
+
+
 @functools.lru_cache(maxsize=4)
 def _name_pattern(store_id: int, names: tuple[str, ...]) -> re.Pattern:
     # Longest first, so 劳动合同法 wins over 合同法; not followed by 律/规/学… (合同法律关系 names no law).
-    alternation = "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True))
+    alternation = "|".join(_name_regex(n) for n in sorted(set(names), key=len, reverse=True))
     return re.compile(rf"(?:中华人民共和国)?(?:{alternation})(?![律规学院官理则典])")
+
+
+def _bracketed(text: str):
+    """(start, end, name) of every outermost 《…》, brackets inside it (《…〈民法典〉…》, 《…《民法典》…》) kept."""
+    depth, start = 0, 0
+    for i, ch in enumerate(text):
+        if ch == "《":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "》" and depth:
+            depth -= 1
+            if depth == 0 and 1 <= i - start - 1 <= 120 and "\n" not in text[start:i]:
+                yield start, i + 1, text[start + 1:i]
+        elif ch == "\n":
+            depth = 0
 
 
 def _mentions(text: str, store: StatuteStore) -> list[_Mention]:
     names = [n for law in store.laws for n in (law.name, law.short_name) if len(n) >= 2]
-    names += list(KNOWN_REPEALED) + list(ABBREVIATIONS)
+    names += list(KNOWN_REPEALED) + list(ABBREVIATIONS) + list(SHORT_TITLES)
     found: list[_Mention] = []
     taken = [False] * (len(text) + 1)
-    for m in _BRACKETED.finditer(text):
-        found.append(_Mention(m.start(), m.end(), m.group("name"), store.resolve_law(m.group("name")), True))
-        for i in range(m.start(), m.end()):
+    for start, end, name in _bracketed(text):
+        found.append(_Mention(start, end, name, store.resolve_law(name), True))
+        for i in range(start, end):
             taken[i] = True
     for m in _name_pattern(id(store), tuple(names)).finditer(text):
         if not taken[m.start()]:
             found.append(_Mention(m.start(), m.end(), m.group(), store.resolve_law(m.group()), False))
+    # a law named inside a longer name (民法典 in 「最高人民法院关于适用《民法典》有关担保制度的解释」) is part of it
+    found = [x for x in found if not any(y.start <= x.start and x.end <= y.end and (y.start, y.end) != (x.start, x.end)
+                                         for y in found)]
     return sorted(found, key=lambda mention: mention.start)
 
 
@@ -118,7 +152,9 @@ def _verify(law: Law | None, written: str, number: int | None, suffix: int, para
             store: StatuteStore) -> tuple[str, bool | None, str, str | None]:
     """(status, in_force, message, article text)."""
     if law is None:
-        return "unknown_law", None, f"unknown law {written!r}: neither in laws.db nor a known repealed law", None
+        if _DOCUMENT_LIKE.match(written.strip("《》 ")):
+            return "not_in_store", None, f"{written!r} is not in the statute store: not checked", None
+        return "unknown_law", None, f"unknown law {written!r}: neither in the statute store nor a known repealed law", None
     if not law.in_force:
         why = law.note or f"marked {law.status} in laws.db"
         return "repealed", False, f"{law.name} is not in force ({why})", None

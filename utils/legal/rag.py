@@ -76,12 +76,18 @@ class RagContext:
     store: StatuteStore | None = None  # the store the articles came from, for checking the answer's citations
 
 
+TYPE_SHOWN = ("行政法规", "司法解释", "部门规章", "地方性法规", "其他")  # laws (and laws.db's other types) say none
+
+
 def format_articles(hits: list[Hit], max_chars: int = MAX_ARTICLE_CHARS) -> str:
-    """「[1] 《刑法》第二百六十四条（罪名：盗窃罪）\\n条文…」 blocks, one per retrieved article."""
+    """「[1] 《刑法》第二百六十四条（罪名：盗窃罪）\\n条文…」 blocks, one per retrieved article; an article of a document
+    that is not a law says its type (「[2] 《最高人民法院关于审理民间借贷案件适用法律若干问题的规定》第二十五条（司法解释）」)."""
     blocks = []
     for i, hit in enumerate(hits, start=1):
         article = hit.article
         note = f"（罪名：{'、'.join(article.charges)}）" if article.charges else ""
+        if article.doc_type in TYPE_SHOWN:
+            note += f"（{article.doc_type}）"
         text = article.text if len(article.text) <= max_chars else article.text[:max_chars] + "……"
         blocks.append(f"[{i}] {article.citation}{note}\n{text}")
     return "\n".join(blocks)

