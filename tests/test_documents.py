@@ -248,3 +248,19 @@ def test_import_tool_errors(tmp_path):
     assert run.returncode == 1 and "none of the folders" in run.stderr and run.stderr.count("\n") == 1
     run = subprocess.run([*tool, "--jsonl", "x.jsonl", "--output", "x.txt"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "must end in .jsonl" in run.stderr
+
+
+def test_answers_citing_an_interpretation_verify_in_the_served_record(store):
+    """What infer.py writes and the web UI and the API show (rag.finalize): the interpretation's citation verified,
+    its quote compared, and the retrieved article marked cited."""
+    from utils.legal.rag import finalize, prepare
+
+    context = prepare("借钱给朋友约定的利息太高了，法律保护多少？", 5)
+    answer = ("根据《民间借贷司法解释》第二十五条规定：“出借人请求借款人按照合同约定利率支付利息的，人民法院应予支持，"
+              "但是双方约定的利率超过合同成立时一年期贷款市场报价利率四倍的除外。”")
+    record = finalize(answer, context)
+    (citation,) = record["citations"]
+    assert citation["status"] == "verified" and citation["quote_matches"] and citation["number"] == 25
+    assert record["citation_summary"]["verified"] == 1 and record["citation_summary"]["unknown_law"] == 0
+    cited = [a for a in record["articles"] if a["cited"]]
+    assert [a["citation"] for a in cited] == ["《最高人民法院关于审理民间借贷案件适用法律若干问题的规定》第二十五条"]

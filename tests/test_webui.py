@@ -278,11 +278,16 @@ def test_render_sources_marks_each_verdict():
     citations = [{"text": "《刑法》第二百六十四条", "status": "verified", "message": ""},
                  {"text": "《合同法》第五十二条", "status": "repealed", "message": "合同法已废止"},
                  {"text": "《刑法》第九百条", "status": "not_found", "message": ""},
-                 {"text": "《网络法》第一条", "status": "unknown_law", "message": ""}]
+                 {"text": "《网络法》第一条", "status": "unknown_law", "message": ""},
+                 {"text": "《刑法》第三百零三条", "status": "verified", "quote_matches": False, "message": "the quote changes a number"},
+                 {"text": "《刑法》第二百六三条", "status": "malformed_number", "message": ""},
+                 {"text": "《某某市物业管理办法》第三条", "status": "not_in_store", "message": ""}]
     text = render_sources(articles, citations)
     assert "《刑法》第二百六十四条**（罪名：盗窃罪） · 回答已引用" in text and "> 盗窃公私财物" in text
-    for mark in ("✅ 已核实：《刑法》第二百六十四条", "⛔ 已失效：《合同法》第五十二条 — 合同法已废止", "❌ 查无此条", "❓ 未知法律"):
+    for mark in ("✅ 已核实：《刑法》第二百六十四条", "⛔ 已失效：《合同法》第五十二条 — 合同法已废止", "❌ 查无此条", "❓ 未知法律",
+                 "⚠️ 条文存在，但引文与原文不符：《刑法》第三百零三条", "❌ 条号不规范：《刑法》第二百六三条", "ℹ️ 未收录，未核对"):
         assert mark in text
+    assert "✅ 已核实：《刑法》第三百零三条" not in text  # a misquoted article never gets the tick
 
 
 # ---------------------------------------------------------------- webui.py's command line

@@ -47,7 +47,10 @@ VERDICT_MARKS = {
     "not_found": "❌ 查无此条",
     "repealed": "⛔ 已失效",
     "unknown_law": "❓ 未知法律",
+    "not_in_store": "ℹ️ 未收录，未核对",
+    "malformed_number": "❌ 条号不规范",
 }
+MARK_MISQUOTED = "⚠️ 条文存在，但引文与原文不符"  # a green tick means the article exists and the quote is faithful
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,8 @@ def render_sources(articles: Sequence[dict], citations: Sequence[dict]) -> str:
 
     ``articles``: dicts with ``citation``, ``text`` and optionally ``rank``, ``charges``, ``cited``
     (utils/retrieval.Hit.to_dict + utils/rag.finalize). ``citations``: dicts with ``text``, ``status``
-    (verified / law_in_force / not_found / repealed / unknown_law) and ``message`` (utils/citations.Verdict.to_dict).
+    (utils/legal/citations.py VERDICTS), ``quote_matches`` and ``message`` (utils/legal/citations.Verdict.to_dict); a
+    verified citation whose quote does not match — in wording or in a number — is shown as a warning, not a tick.
     """
     lines = []
     if articles:
@@ -128,6 +132,8 @@ def render_sources(articles: Sequence[dict], citations: Sequence[dict]) -> str:
         lines.append("回答没有引用具体法条。")
     for citation in citations:
         mark = VERDICT_MARKS.get(citation.get("status"), f"? {citation.get('status')}")
+        if citation.get("status") == "verified" and citation.get("quote_matches") is False:
+            mark = MARK_MISQUOTED
         message = f" — {citation['message']}" if citation.get("message") else ""
         lines.append(f"- {mark}：{citation.get('text', '')}{message}")
     return "\n".join(lines)

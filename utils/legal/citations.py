@@ -22,12 +22,15 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 from utils.legal.documents import SHORT_TITLES
-from utils.legal.numerals import cn_to_int
+from utils.legal.numerals import cn_to_int, is_canonical, readings
 from utils.legal.statutes import ABBREVIATIONS, CN_NUM, KNOWN_REPEALED, PRC, Law, StatuteStore, article_label
 
 QUOTE_THRESHOLD = 0.8
-VERDICTS = ("verified", "law_in_force", "not_found", "repealed", "unknown_law", "not_in_store")
-PROBLEMS = ("not_found", "repealed", "unknown_law")  # the verdicts that say the text is wrong
+VERDICTS = ("verified", "law_in_force", "not_found", "repealed", "unknown_law", "not_in_store", "malformed_number")
+PROBLEMS = ("not_found", "repealed", "unknown_law", "malformed_number")  # the verdicts that say the text is wrong
+# A number with what it counts (三年, 五万元, 百分之三十, 二倍, 第十条), and the words that bound it: a quote must keep each
+_NUMBER_EXPR = re.compile(rf"(?:百分之|千分之)?[{CN_NUM}万亿\d.]+(?:年|个月|月|日|天|小时|元|万元|亿元|倍|周岁|岁|人|次|条|款|项|%|‰)"
+                          r"|以上|以下|不满|超过|不足|以内")
 _NUM = rf"(?:[{CN_NUM}]+|\d+)"
 _ARTICLE = re.compile(
     rf"第\s*(?P<num>{_NUM})\s*条(?:\s*之\s*(?P<suf>{_NUM}))?(?:\s*第\s*(?P<para>{_NUM})\s*款)?"
@@ -60,7 +63,8 @@ class Verdict:
     article_text: str | None = None
     quote: str | None = None
     quote_similarity: float | None = None
-    quote_matches: bool | None = None
+    quote_matches: bool | None = None  # similar enough and every number kept (numbers_changed None)
+    numbers_changed: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,6 +152,32 @@ def quote_similarity(quote: str, article_text: str) -> float:
     return sum(b.size for b in matcher.get_matching_blocks() if b.size >= min(3, len(q))) / len(q)
 
 
+def _number_expressions(text: str, start: int, end: int) -> list[str]:
+    """The number expressions of ``text`` that overlap ``text[start:end]``."""
+    return [m.group() for m in _NUMBER_EXPR.finditer(text) if m.start() < max(end, start + 1) and m.end() > start]
+
+
+def numbers_kept(quote: str, article_text: str) -> str | None:
+    """None when every number of the quote — terms of years, amounts, counts, 以上/以下 — is the article's at that
+    place; else what changed (「五年以上十年以下」 where the article has 「三年以下」). The quote is aligned with the article
+    (difflib, per stretch between ellipses): a number the quote changed, dropped or added, or article text holding a
+    number that the quote skips inside a stretch, fails it. Character similarity alone never passes a changed number."""
+    strip = functools.partial(re.sub, r"[\s，。；：、,;:“”\"（）()]", "")
+    article = strip(article_text)
+    for stretch in re.split(r"…+|\.{3,}|⋯+", strip(quote)):
+        if len(stretch) < 2:
+            continue
+        matcher = difflib.SequenceMatcher(None, stretch, article, autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            if tag == "equal" or (tag == "insert" and i1 in (0, len(stretch))):
+                continue  # the quote is an excerpt: article text before or after it does not count
+            ours = _number_expressions(stretch, max(0, i1 - 1), i2) if tag != "insert" else []
+            theirs = _number_expressions(article, max(0, j1 - 1), j2) if tag != "delete" else []
+            if ours or theirs:
+                return f"「{stretch[max(0, i1 - 4):i2 + 4]}」 where the article has 「{article[max(0, j1 - 4):min(j2, j1 + 24) + 4]}」"
+    return None
+
+
 def _verify(law: Law | None, written: str, number: int | None, suffix: int, paragraph: int | None,
             store: StatuteStore) -> tuple[str, bool | None, str, str | None]:
     """(status, in_force, message, article text)."""
@@ -198,14 +228,22 @@ def check_citations(text: str, store: StatuteStore | None = None) -> list[Verdic
         paragraph = cn_to_int(m.group("para")) if m.group("para") else None
         named = before[-1].written if inferred else written  # a carried-forward law: the name it was given
         status, in_force, message, article_text = _verify(law, named, number, suffix, paragraph, store)
+        if not is_canonical(m.group("num")):  # 第六百八条 is not 第六百零八条: never read as another article
+            meant = [article_label(n) for n in readings(m.group("num"))]
+            status, article_text, number = "malformed_number", None, None
+            message = (f"第{m.group('num')}条 is not a well-formed article number"
+                       + (f" (meant {' or '.join(meant)}?)" if meant else ""))
         verdict = Verdict(text[start:m.end()], start, m.end(), written, law.name if law else None, number, suffix,
                           paragraph, status, in_force, message, inferred, article_text)
         quote = _quote(text, start, m.end())
         if quote and article_text:
             verdict.quote, verdict.quote_similarity = quote, round(quote_similarity(quote, article_text), 3)
-            verdict.quote_matches = verdict.quote_similarity >= QUOTE_THRESHOLD
-            if not verdict.quote_matches:
+            verdict.numbers_changed = numbers_kept(quote, article_text)
+            verdict.quote_matches = verdict.quote_similarity >= QUOTE_THRESHOLD and verdict.numbers_changed is None
+            if verdict.quote_similarity < QUOTE_THRESHOLD:
                 verdict.message += f"; the quoted text does not match the article (similarity {verdict.quote_similarity})"
+            elif verdict.numbers_changed:
+                verdict.message += f"; the quote changes a number: {verdict.numbers_changed}"
         verdicts.append(verdict)
     for x in mentions:  # laws named without an article: bracketed ones, and any that is not in force
         if x.start in used or not (x.bracketed or (x.law is not None and not x.law.in_force)):

@@ -50,3 +50,29 @@ def int_to_cn(n: int) -> str:
         elif out:
             zero = True
     return out
+
+
+def is_canonical(text: str) -> bool:
+    """Whether a numeral is written as statutes write it: Arabic digits, or the Chinese form :func:`int_to_cn` gives
+    (两 for 二, 〇 for 零 and a leading 一十 accepted). 「六百八」 (六百八十? 六百零八?), 「二百六三」 and 「九六」 are not:
+    read leniently they give another number (608, 203, 96), so a citation written so is malformed (issue 31)."""
+    text = unicodedata.normalize("NFKC", text.strip())
+    if text.isdigit():
+        return True
+    try:
+        value = cn_to_int(text)
+        written = int_to_cn(value)
+    except ValueError:
+        return False
+    plain = text.replace("两", "二").replace("〇", "零")
+    return plain in (written, "一" + written if written.startswith("十") else written)
+
+
+def readings(text: str) -> list[int]:
+    """What a malformed numeral may have meant: a 十 lost before its last digit (二百六三 → 263), or a trailing digit
+    read as tens (六百八 → 680); the lenient reading (608, 203) is not among them unless written so."""
+    out = []
+    for candidate in (text[:-1] + "十" + text[-1], text + "十"):
+        if is_canonical(candidate):
+            out.append(cn_to_int(candidate))
+    return out
