@@ -18,6 +18,9 @@ What each figure means (every share is over the answers of one file, n stated):
 - **cites**: at least one citation of an article (utils/legal/citations.py; a law named without an article is not one).
 - **citations verified**: over all article citations in the file, the share the statute store confirms
   (``verified``: the article exists in a law in force); the rest are ``not_found``, ``repealed``, ``unknown_law``.
+- **quotes similar / faithful**: of the citations whose article is quoted beside them, the share whose quote reaches
+  the checker's character similarity (``QUOTE_THRESHOLD``), and the share that also keeps every number of the article
+  (``quote_matches``: utils/legal/citations.py ``numbers_kept``).
 - **gold cited**: for questions with gold citations (``--questions``, e.g. resources/retrieval_questions.jsonl),
   the share whose answer cites a gold article (verified, same law, number and 之N). **gold retrieved**: the
   share whose ``--rag`` articles hold a gold article — retrieval's recall@k, an upper bound for a model that
@@ -41,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from utils.common.datafiles import DataError, read_records, write_jsonl  # noqa: E402
-from utils.legal.citations import check_citations  # noqa: E402
+from utils.legal.citations import QUOTE_THRESHOLD, check_citations  # noqa: E402
 from utils.legal.statutes import StatuteStore  # noqa: E402
 
 ENDED = ("eos", "stop")
@@ -141,10 +144,16 @@ def rate(records: list[dict], store: StatuteStore, gold: dict[str, list[str]] | 
     loop_kinds = Counter(loops(r["answer"]) for r in records)
     out["loops"] = (n - loop_kinds[None]) / n if n else 0.0
     cites, statuses, gold_n, gold_cited, gold_retrieved, rag_n = 0, Counter(), 0, 0, 0, 0
+    quotes = Counter()
     for r in records:
         verdicts = [v for v in check_citations(r["answer"], store) if v.status != "law_in_force"]
         cites += bool(verdicts)
         statuses.update(v.status for v in verdicts)
+        for v in verdicts:
+            if v.quote_matches is not None:
+                quotes["quoted"] += 1
+                quotes["similar"] += v.quote_similarity >= QUOTE_THRESHOLD
+                quotes["faithful"] += v.quote_matches
         cited = {_key(v.law_name, v.number, v.suffix) for v in verdicts if v.status == "verified"}
         golds = (gold or {}).get(r["instruction"])
         if golds:
@@ -158,7 +167,9 @@ def rate(records: list[dict], store: StatuteStore, gold: dict[str, list[str]] | 
     out.update({"cites": cites / n if n else 0.0, "citations": total,
                 "verified": statuses["verified"] / total if total else None, "citation_statuses": dict(statuses),
                 "gold_n": gold_n, "gold_cited": gold_cited / gold_n if gold_n else None,
-                "gold_retrieved": gold_retrieved / rag_n if rag_n else None})
+                "gold_retrieved": gold_retrieved / rag_n if rag_n else None, "quotes": quotes["quoted"],
+                "quotes_similar": quotes["similar"] / quotes["quoted"] if quotes["quoted"] else None,
+                "quotes_faithful": quotes["faithful"] / quotes["quoted"] if quotes["quoted"] else None})
     if tokenizer is not None:
         ids = [i for r in records for i in r.get("answer_ids") or []]
         if not ids:
@@ -183,7 +194,9 @@ def table(results: dict[str, dict]) -> str:
             ("loop", lambda r: _pct(r["loops"])), ("cite ≥ 1 article", lambda r: _pct(r["cites"])),
             ("citations verified", lambda r: f"{_pct(r['verified'])} of {r['citations']}"),
             ("gold article cited", lambda r: f"{_pct(r['gold_cited'])} of {r['gold_n']}" if r["gold_n"] else "–"),
-            ("gold article retrieved (recall@k)", lambda r: _pct(r["gold_retrieved"]))]
+            ("gold article retrieved (recall@k)", lambda r: _pct(r["gold_retrieved"])),
+            ("quotes similar (≥ 0.8) / faithful (numbers kept too)",
+             lambda r: f"{_pct(r['quotes_similar'])} / {_pct(r['quotes_faithful'])} of {r['quotes']}")]
     if any("new_token_rate" in r for r in results.values()):
         rows.append(("new-token rate: answers / reference", lambda r: (
             f"{_pct(r['new_token_rate'])} / {_pct(r['reference_new_token_rate'])}" if "new_token_rate" in r else "–")))

@@ -266,3 +266,24 @@ def test_earlier_turns_put_grounded_answers_in_a_conversation(lawbench_dir):
     answers = [text for text, is_response in segments if is_response]
     assert item["history"][0][0] in prompt_text and item["instruction"] in prompt_text
     assert answers[-1].startswith(item["output"][:20])  # the answer to the question asked now is trained
+
+
+def test_lecoqa_test_split_is_held_out(lawbench_dir, store, tmp_path):
+    """--lecoqa_dir: a LeCoQA test question's gold article is never a grounded item's subject, and an item that copies
+    a test text (here a lawyer's answer quoting an article in full) is left out (issue 30: the filters cover every
+    document type)."""
+    import json
+
+    plain, _ = run(lawbench_dir, "--kinds", "grounded_answer,article_content", "--max_per_kind", "30", "--seed", "3")
+    grounded = next(i for i in plain if i["kind"] == "grounded_answer" and i["source"] != "not_settled")
+    recited = next(i for i in plain if i["kind"] == "article_content")
+    gold = store.parse_citation(grounded["source"])
+    leco = tmp_path / "leco"
+    (leco / "data" / "example").mkdir(parents=True)
+    questions = [{"问题": "一个测试问题？", "答案文本": "律师答：" + recited["output"], "query_id": 1,
+                  "match_name": [f"{gold.law_name}{gold.number_cn}"]}]
+    (leco / "data" / "example" / "test.json").write_text(json.dumps(questions, ensure_ascii=False), encoding="utf-8")
+    items, stats = run(lawbench_dir, "--kinds", "grounded_answer,article_content", "--max_per_kind", "30", "--seed", "3",
+                       "--lecoqa_dir", str(leco))
+    assert grounded["source"] not in {i["source"] for i in items if i["kind"] == "grounded_answer"}
+    assert recited["output"] not in {i["output"] for i in items} and stats["article_content"]["excluded_lecoqa"] >= 1

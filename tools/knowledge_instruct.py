@@ -274,18 +274,30 @@ def build(args: argparse.Namespace) -> tuple[list[dict], dict]:
               f"{len(overlap.asked)} articles asked in 1-1" +
               (f"; 1-1 laws not in the store: {dict(overlap.unresolved)}" if overlap.unresolved else ""))
     articles = eligible(store, args.doc_types)
+    held_out, lecoqa = held_out_articles(store), None
+    if args.lecoqa_dir:  # LeCoQA's test split: its gold articles never a grounded item's subject, its texts not copied
+        from utils.lecoqa.questions import gold_articles, load_questions
+
+        questions = load_questions(args.lecoqa_dir, "test")
+        lecoqa = LawBenchOverlap([{"task": "lecoqa", "question": q["question"], "answer": q["answer"]} for q in questions],
+                                 store, threshold=args.overlap_threshold)
+        gold = set().union(*(gold_articles(q["gold"], store)[0] for q in questions))
+        held_out |= gold
+        print(f"[knowledge_instruct] LeCoQA test: {len(questions)} questions, {len(gold)} gold articles held out")
     out, stats = [], {}
     for kind in args.kinds:
         cap = args.kind_max.get(kind, args.max_per_kind)
         if kind == "grounded_answer":  # more than kept: some fall to the LawBench filter
             limit = 2 * cap if cap else GROUNDED_CANDIDATES
-            candidates = grounded_items(articles, rng, limit, held_out=held_out_articles(store))
+            candidates = grounded_items(articles, rng, limit, held_out=held_out)
         else:
             candidates = BUILDERS[kind](articles, rng) if kind in BUILDERS else persona(kind, args, rng)
         counts = Counter({"candidates": len(candidates), "excluded_1-1": 0, "excluded_ngram": 0})
         kept = []
         for item in candidates:
             reason = overlap.reason(item) if overlap else None
+            if reason is None and lecoqa is not None and lecoqa.reason(item):
+                reason = "excluded_lecoqa"
             counts[reason or "kept"] += 1
             if reason is None:
                 kept.append(item)
@@ -340,6 +352,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="share of grounded answers given an earlier turn (history): a third on the same article, the "
                              "rest on another matter, so the model answers the question asked now in a conversation "
                              "(default 0: single turns; the demo uses 0.3)")
+    parser.add_argument("--lecoqa_dir", help="a LeCoQA checkout: its test questions' gold articles are never a grounded "
+                                               "item's subject, and items sharing --overlap_threshold of a test question's "
+                                               "or lawyer answer's n-grams are left out (excluded_lecoqa)")
     parser.add_argument("--doc_types", default="laws",
                         help="which of the store's documents the items are drawn from: laws (laws.db's laws, the "
                              "default), all (+ judicial interpretations and regulations), or types such as "
@@ -376,10 +391,11 @@ def _run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     items, stats = build(args)
     count = write_jsonl(args.output, items)
-    print(f"[knowledge_instruct] {'kind':<18} {'candidates':>10} {'excl. 1-1':>10} {'excl. n-gram':>12} {'kept':>7}")
+    print(f"[knowledge_instruct] {'kind':<18} {'candidates':>10} {'excl. 1-1':>10} {'excl. n-gram':>12} "
+          f"{'excl. LeCoQA':>12} {'kept':>7}")
     for kind, s in stats.items():
         print(f"[knowledge_instruct] {kind:<18} {s['candidates']:>10} {s['excluded_1-1']:>10} "
-              f"{s['excluded_ngram']:>12} {s['kept']:>7}")
+              f"{s['excluded_ngram']:>12} {s.get('excluded_lecoqa', 0):>12} {s['kept']:>7}")
     print(f"[knowledge_instruct] wrote {count} items to {args.output}")
     return 0
 
