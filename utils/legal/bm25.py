@@ -32,12 +32,16 @@ from pathlib import Path
 import numpy as np
 
 from utils.common.paths import REPO_ROOT
-from utils.legal.statutes import Article, StatuteStore
+from utils.legal.statutes import LAW_TYPES, Article, StatuteStore
 
 INDEX_VERSION = "1"
 CACHE_DIR = REPO_ROOT / ".cache" / "retrieval"
 K1, B = 1.2, 0.75
 CHARGE_BOOST, LAW_BOOST = 0.6, 0.25  # fractions of the query's best BM25 score
+# Articles of documents that are not laws (judicial interpretations, regulations: issue 30) score 0.8 of their BM25:
+# chosen on LeCoQA's train split (recall@5 over all gold articles: 0.314 at 1.0, 0.334 at 0.7–0.8, 0.307 at 0) and
+# the colloquial dev questions (0.757 at 1.0, 0.784 at ≤ 0.9); benchmarks/LOG.md, 2026-12-06
+OTHER_TYPES_WEIGHT = 0.8
 _TERM = re.compile(r"[\u4e00-\u9fff]|[A-Za-z0-9]")
 STOPWORDS = frozenset(
     "的 了 是 在 和 与 对 于 由 从 被 把 及 或 并 等 请问 我 你 他 她 它 我们 他们 这 那 个 之 其 什么 怎么 怎么办 怎样 如何 "
@@ -126,6 +130,7 @@ class BM25Index:
         self._charge_rows = {k: np.array(v) for k, v in self._charge_rows.items() if len(k) >= 2}
         self._law_names = sorted({(name, a.law_name) for a in articles for name in (a.short_name, a.law_name)},
                                  key=lambda pair: -len(pair[0]))
+        self._type_weights = np.array([1.0 if a.doc_type in LAW_TYPES else OTHER_TYPES_WEIGHT for a in articles])
 
     # ----- build / cache ------------------------------------------------------------------------------------
     @classmethod
@@ -210,6 +215,8 @@ class BM25Index:
             ids = np.array(terms)
             idx = np.concatenate([np.arange(s, e) for s, e in zip(self.indptr[ids], self.indptr[ids + 1])])
             scores = np.bincount(self.postings[idx], weights=self.weights[idx], minlength=len(self.articles))
+            if boosts:
+                scores *= self._type_weights
         if boosts and scores.max(initial=0) > 0:
             top = scores.max()
             text = query + (" " + self.expansion(query) if expand else "")

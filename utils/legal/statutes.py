@@ -41,7 +41,7 @@ from utils.legal.charges import load_charges
 from utils.legal.documents import SHORT_TITLES, Document, merge_documents, read_documents, title_key
 from utils.legal.numerals import cn_to_int, int_to_cn
 
-STORE_VERSION = "2"  # bump when the cleaning changes: it is part of the retrieval index's cache key
+STORE_VERSION = "3"  # bump when the cleaning changes: it is part of the retrieval index's cache key
 LAW_TYPES = ("法律", "宪法", "立法解释", "修正案", "修改决定")  # laws.db's types: the corpus' and data tools' default
 
 
