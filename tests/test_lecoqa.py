@@ -86,6 +86,9 @@ def test_grounding_counts_gold_articles_in_the_store_only():
     # the interpretation's article 25 is its own (issue 30: the store holds it), not the Civil Code's article 25
     assert (store.resolve_law(guarantee.removesuffix("第二十五条")).name, 25, 0) in inside and outside == [unheld]
     assert ("中华人民共和国民法典", 25, 0) not in inside and len(inside) == 2
+    # LeCoQA writes the law inside the title short (《民法典》): the same interpretation
+    short_inside, _ = gold_articles(["最高人民法院关于适用《民法典》有关担保制度的解释第十三条"], store)
+    assert short_inside == {(store.resolve_law(guarantee.removesuffix("第二十五条")).name, 13, 0)}
     questions = [{"id": "1", "gold": gold[:2]}, {"id": "2", "gold": [unheld]}]
     figures = grounding(questions, {"1": "依据《民法典》第一千零四十七条，男不得早于二十二周岁。",
                                     "2": "依据《最高人民法院关于审理某某纠纷案件适用法律若干问题的解释》第二十五条。"}, store)

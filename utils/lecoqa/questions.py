@@ -46,7 +46,7 @@ def gold_articles(names: list[str], store) -> tuple[set[tuple], list[str]]:
     inside, outside = set(), []
     for name in names:
         found = [v for v in check_citations(name, store) if v.status == "verified" and v.number is not None
-                 and _names_the_law(name, v.law_name)]
+                 and _names_the_law(name, v.law_name, store)]
         if found:
             inside.add((found[0].law_name, found[0].number, found[0].suffix))
         else:
@@ -54,9 +54,12 @@ def gold_articles(names: list[str], store) -> tuple[set[tuple], list[str]]:
     return inside, outside
 
 
-def _names_the_law(name: str, law_name: str) -> bool:
+def _names_the_law(name: str, law_name: str, store) -> bool:
     """Whether the gold name is that law's article, not another document's that mentions the law: 「最高人民法院关于适用
-    《中华人民共和国民法典》有关担保制度的解释第二十五条」 is the interpretation's article 25, not the Civil Code's, though
-    the checker reads 民法典第二十五条 in it."""
+    《中华人民共和国民法典》有关担保制度的解释第二十五条」 is the interpretation's article 25, not the Civil Code's. The name
+    before its 第N条 must resolve to that law (「…适用《民法典》有关担保制度的解释」 to the store's 「…适用《中华人民共和国民法典》…」)."""
     head = name[: name.rfind("第")]
-    return head in (law_name, law_name.removeprefix("中华人民共和国"))
+    if head in (law_name, law_name.removeprefix("中华人民共和国")):
+        return True
+    law = store.resolve_law(head)
+    return law is not None and law.name == law_name
