@@ -132,12 +132,22 @@ def test_documents_format_round_trip_and_errors(tmp_path):
     back = read_documents(tmp_path / "d.jsonl.xz")
     assert [len(d.articles) for d in back] == [2, 0]  # superseded: known, its articles not written
     bad = tmp_path / "bad.jsonl"
+    one = '"articles": [{"number": "第一条", "text": "x"}]'
     for line, message in [('{"title": "x", "doc_type": "法规"}', "'doc_type' must be one of"),
-                          ('{"title": "x", "doc_type": "司法解释", "effective": "2021年1月1日"}', "YYYY-MM-DD"),
+                          ('{"title": "x", "doc_type": "司法解释", "effective": "2021年1月1日", ' + one + "}", "YYYY-MM-DD"),
+                          ('{"title": "x", "doc_type": "司法解释", "version": "2023-02-30", ' + one + "}", "a date"),
+                          ('{"title": "x", "doc_type": "司法解释", "status": "old"}', "got 'old'"),
+                          ('{"title": "x", "doc_type": "司法解释"}', "needs its 'articles'"),
                           ('{"title": "x", "doc_type": "司法解释", "articles": [{"number": 1}]}', "articles\\[0\\]"),
+                          ('{"title": "x", "doc_type": "司法解释", "articles": [{"number": "第一条", "text": " "}]}',
+                           "non-empty 'text'"),
+                          ('{"title": "x", "doc_type": "司法解释", "articles": [{"number": "一条", "text": "x"}]}',
+                           "never be cited"),
+                          ('{"title": "x", "doc_type": "司法解释", "articles": [{"number": "第一条", "text": "a"}, '
+                           '{"number": "第一条", "text": "b"}]}', "appears twice"),
                           ('{"doc_type": "司法解释"}', "non-empty 'title'"), ("{", "not JSON")]:
-        bad.write_text('{"title": "ok", "doc_type": "行政法规"}\n' + line + "\n", encoding="utf-8")
-        with pytest.raises(DataError, match=rf"bad.jsonl:2: .*{message}"):
+        bad.write_text('{"title": "ok", "doc_type": "行政法规", ' + one + '}\n' + line + "\n", encoding="utf-8")
+        with pytest.raises(DataError, match=rf"^[^\n]*bad.jsonl:2: {'' if message == 'not JSON' else '(?!not JSON)'}.*{message}"):
             read_documents(bad)
 
 
@@ -147,7 +157,8 @@ def test_a_store_with_a_users_documents(tmp_path):
     (tmp_path / "mine.jsonl").write_text(json.dumps({
         "title": "某某市物业管理条例", "doc_type": "地方性法规", "version": "2022-01-01",
         "articles": [{"number": "第七条", "text": "业主应当按时交纳物业服务费用。"}]}, ensure_ascii=False) + "\n" +
-        json.dumps({"title": "中华人民共和国刑法", "doc_type": "法律", "articles": []}, ensure_ascii=False) + "\n",
+        json.dumps({"title": "中华人民共和国刑法", "doc_type": "法律", "articles": [{"number": "第一条", "text": "x"}]},
+                   ensure_ascii=False) + "\n",
         encoding="utf-8")
     store = StatuteStore.load(default_db_path(), documents=[tmp_path / "mine.jsonl"])
     assert store.stats["documents"] == {"地方性法规": 1} and store.stats["documents_in_laws_db"] == 1  # 刑法 left to it

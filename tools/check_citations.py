@@ -7,8 +7,10 @@
 
 Input: a .jsonl (or .json array) of records with an ``answer`` field (what infer.py writes; ``--field``
 picks another). Every citation (《刑法》第二百六十四条, 劳动合同法第82条, 本法第N条 …) is checked against the
-statute store: verified / law_in_force (a law named, no article) / not_found / repealed / unknown_law,
-plus quoted text vs the article. Wrong = not_found, repealed, unknown_law or a quote that does not match.
+statute store: verified / law_in_force (a law named, no article) / not_found / repealed / unknown_law /
+malformed_number (第六百八条: a numeral statutes never write) / not_in_store (a document such as a local regulation
+that the store does not hold: not checked, not wrong), plus quoted text vs the article, every number included.
+Wrong = not_found, repealed, unknown_law, malformed_number or a quote that does not match.
 
 Output: one line per wrong citation, ``file:line: citation: verdict: why`` (e.g.
 ``results.jsonl:2: 《刑法》第九百条: not_found: 中华人民共和国刑法 has no 第九百条``), then the summary table.

@@ -3,14 +3,14 @@
     # a checkout of LawRefBook/Laws (github.com/LawRefBook/Laws): its 司法解释 and 行政法规 folders
     python tools/import_statutes.py --lawrefbook_dir ../Laws
     python tools/import_statutes.py --lawrefbook_dir ../Laws --folders 司法解释 --output data/statutes/spc.jsonl.xz
-    # your own documents in the documents format (docs/statutes.md), checked line by line
+    # your own documents in the documents format (docs/data.md), checked line by line
     python tools/import_statutes.py --jsonl my_regulations.jsonl --output data/statutes/mine.jsonl
 
 The output goes to ``data/statutes/`` by default, where the default store finds it beside the shipped
 ``resources/statutes/lawrefbook.jsonl.xz`` (infer, webui, api, evaluate, the data tools: no flag needed; a version
 in your file replaces the same version shipped). Versions are settled as the store settles them: the newest version of
 a title is in force, older ones superseded (kept known, without their articles). What was imported is printed:
-documents by type and status, articles, duplicates dropped. Format and sources: docs/statutes.md.
+documents by type and status, articles, duplicates dropped. Format and sources: docs/data.md.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.common.datafiles import DataError  # noqa: E402
 from utils.common.entry import run_entry  # noqa: E402
+from utils.legal.statutes import DOCUMENT_DIRS  # noqa: E402
 from utils.legal.documents import (  # noqa: E402
     FOLDER_TYPES,
     import_lawrefbook,
@@ -54,7 +55,11 @@ def main(args: argparse.Namespace) -> dict:
     if not documents:
         raise DataError("no documents found: nothing written")
     write_documents(documents, args.output)
-    print(f"[import_statutes] {len(documents)} documents → {args.output}")
+    read_documents(args.output)  # what the store will read: every record checked (file:line errors)
+    print(f"[import_statutes] {len(documents)} document{'s' * (len(documents) != 1)} → {args.output}")
+    if Path(args.output).resolve().parent not in [d.resolve() for d in DOCUMENT_DIRS]:
+        print(f"[import_statutes] note: the default store loads {', '.join(str(d) for d in DOCUMENT_DIRS)} only; "
+              f"load this file with StatuteStore.load(documents=[...]) or move it there")
     for key, count in sorted(stats["by_type_status"].items()):
         print(f"  {key}: {count}")
     print(f"  articles of documents in force: {stats['articles_in_force']:,}"

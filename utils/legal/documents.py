@@ -8,10 +8,11 @@ shape — in one JSONL format, and the importer of LawRefBook's markdown (github
      "status": "in_force", "source": "LawRefBook/Laws@2f4c5c2 司法解释/….md",
      "articles": [{"number": "第二十五条", "text": "…", "part": "", "chapter": "", "section": ""}]}
 
-``doc_type`` is one of ``DOC_TYPES``; dates are ``YYYY-MM-DD`` or ""; ``status`` is ``in_force``, ``superseded`` (an
-older version of a title that has a newer one: known, its articles not stored) or ``repealed``; an article's
-``number`` is 第N条 / 第N条之M as printed (another label, e.g. 全文 for a document without articles, is kept but
-cannot be cited by number). :func:`read_documents` checks every line (file:line errors).
+``doc_type`` is one of ``DOC_TYPES``; dates are real dates ``YYYY-MM-DD`` or ""; ``status`` is ``in_force`` (it needs
+its articles), ``superseded`` (an older version of a title that has a newer one: known, its articles not stored) or
+``repealed``; an article's ``number`` is 第N条 / 第N条之M as printed, once per document (全文 for a document without
+articles, which is cited as a whole), its ``text`` not empty. :func:`read_documents` checks every line (file:line
+errors).
 
 **LawRefBook's markdown** (its 法律法规模版.md): line 1 ``# title``; dated events (「2020年12月23日 最高人民法院审判
 委员会第1823次会议通过」, 「2021年1月1日 施行」) up to ``<!-- INFO END -->``; ``##``/``###`` headings for 编/章/节;
@@ -27,6 +28,7 @@ superseded by the same title without it when that one is newer.
 
 from __future__ import annotations
 
+import datetime
 import json
 import lzma
 import re
@@ -42,6 +44,8 @@ FOLDER_TYPES = {"司法解释": "司法解释", "行政法规": "行政法规", 
 _CN = "零〇一二两三四五六七八九十百千"
 _ARTICLE_START = re.compile(rf"^(第[{_CN}\d]+条(?:之[{_CN}\d]+)?)[\s\u3000]+(.*)$", re.S)
 _HEADING = re.compile(rf"^第[{_CN}\d]+(编|分编|章|节)(?:[\s\u3000]+.*)?$")
+_ARTICLE_NUMBER = re.compile(rf"第[{_CN}\d]+条(?:之[{_CN}\d]+)?")
+WHOLE = "全文"  # the one "article" of a document without articles (a reply, a decision)
 _BARE_HEADING = re.compile(r"^[\u4e00-\u9fff ]{2,12}$")  # 「附 则」, 「法律责任」 without their 第N章 line
 _EVENT = re.compile(r"^(\d{4})年(\d{1,2})月(\d{1,2})日\s*(.*)$")
 _FILE_DATE = re.compile(r"\((\d{4}-\d{2}-\d{2})\)$")
@@ -150,7 +154,7 @@ def parse_lawrefbook(text: str, doc_type: str, source: str = "", file_date: str 
         current["text"] += "\n" + pending
     if not doc.articles and body.strip():  # a reply or decision without articles: cited as a whole
         text = "\n".join(line.strip() for line in body.splitlines() if line.strip() and not line.startswith("#"))
-        doc.articles.append({"number": "全文", "text": text, **place})
+        doc.articles.append({"number": WHOLE, "text": text, **place})
     return doc
 
 
@@ -254,7 +258,7 @@ def read_documents(path: str | Path) -> list[Document]:
                     out.append(_document(json.loads(line), f"{path}:{number}"))
     except (OSError, lzma.LZMAError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read: {e}") from e
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         raise DataError(f"{path}:{number}: not JSON: {e}") from e
     return out
 
@@ -264,18 +268,32 @@ def _document(record: dict, where: str) -> Document:
         raise DataError(f"{where}: needs a non-empty 'title'")
     if record.get("doc_type") not in DOC_TYPES:
         raise DataError(f"{where}: 'doc_type' must be one of {', '.join(DOC_TYPES)}, got {record.get('doc_type')!r}")
-    if record.get("status", "in_force") not in STATUSES:
-        raise DataError(f"{where}: 'status' must be one of {', '.join(STATUSES)}")
+    status = record.get("status", "in_force")
+    if status not in STATUSES:
+        raise DataError(f"{where}: 'status' must be one of {', '.join(STATUSES)}, got {status!r}")
     for key in ("promulgated", "effective", "version"):
-        if record.get(key) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(record[key])):
-            raise DataError(f"{where}: '{key}' must be YYYY-MM-DD or empty, got {record[key]!r}")
+        if record.get(key):
+            try:
+                datetime.date.fromisoformat(str(record[key]))
+            except ValueError:
+                raise DataError(f"{where}: '{key}' must be a date YYYY-MM-DD or empty, got {record[key]!r}") from None
     articles = record.get("articles", [])
     if not isinstance(articles, list):
         raise DataError(f"{where}: 'articles' must be a list")
+    if status == "in_force" and not articles:
+        raise DataError(f"{where}: a document in force needs its 'articles' (only superseded or repealed ones may "
+                        "come without)")
+    seen = set()
     for i, article in enumerate(articles):
         if not isinstance(article, dict) or not isinstance(article.get("number"), str) or \
-                not isinstance(article.get("text"), str):
-            raise DataError(f"{where}: articles[{i}] needs 'number' and 'text' strings")
+                not isinstance(article.get("text"), str) or not article["text"].strip():
+            raise DataError(f"{where}: articles[{i}] needs a 'number' string and a non-empty 'text'")
+        if not (_ARTICLE_NUMBER.fullmatch(article["number"]) or article["number"] == WHOLE):
+            raise DataError(f"{where}: articles[{i}]: number {article['number']!r} is not 第N条 / 第N条之M "
+                            f"(or {WHOLE} for a document without articles): it could never be cited")
+        if article["number"] in seen:
+            raise DataError(f"{where}: articles[{i}]: {article['number']} appears twice")
+        seen.add(article["number"])
     return Document(record["title"].strip(), record["doc_type"], record.get("issuer", ""),
                     record.get("promulgated", ""), record.get("effective", ""), record.get("version", ""),
                     record.get("status", "in_force"), record.get("source", ""),
