@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 
 from utils.common.datafiles import DataError  # noqa: E402
 from utils.common.entry import run_entry  # noqa: E402
-from utils.legal.statutes import DOCUMENT_DIRS  # noqa: E402
 from utils.legal.documents import (  # noqa: E402
     FOLDER_TYPES,
     import_lawrefbook,
@@ -36,6 +35,7 @@ from utils.legal.documents import (  # noqa: E402
     settle_versions,
     write_documents,
 )
+from utils.legal.statutes import DOCUMENT_DIRS  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "data" / "statutes" / "lawrefbook.jsonl.xz"
 
