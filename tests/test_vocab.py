@@ -193,3 +193,23 @@ def test_unknown_new_row_init_is_refused(tiny_model_dir):
         init_new_embeddings(model, base, base, len(base), "zero")
     with pytest.raises(Exception, match="--new_row_init 'zero'"):
         ModelArguments(base_model=str(tiny_model_dir), new_row_init="zero")
+
+
+def test_numeral_pieces_are_left_out_unless_asked(tiny_model_dir, merged_dir, corpus, tmp_path):
+    """Article numbers keep the base tokens (issue 31: the demo model wrote 「六」 where its new piece 「六十」 belonged,
+    giving 第二百六三条); --numeral_pieces adds them as before."""
+    from utils.model.vocabulary import holds_part_of_a_number
+
+    report = json.loads((merged_dir / "report.json").read_text(encoding="utf-8"))
+    base_pieces = set(normal_pieces(tiny_model_dir / "tokenizer.model"))
+    added = [p for p in normal_pieces(merged_dir / "tokenizer.model") if p not in base_pieces]
+    assert added and not any(holds_part_of_a_number(p) for p in added) and report["skipped_numeral_pieces"] > 0
+    out = tmp_path / "with-numerals"
+    assert merge_main(["--base_tokenizer", str(tiny_model_dir), "--corpus", str(corpus), "--output_dir", str(out),
+                       "--vocab_size", "5000", "--numeral_pieces"]) == 0
+    with_numerals = [p for p in normal_pieces(out / "tokenizer.model") if p not in base_pieces]
+    assert any(holds_part_of_a_number(p) for p in with_numerals)
+    assert json.loads((out / "report.json").read_text(encoding="utf-8"))["skipped_numeral_pieces"] == 0
+    for piece, holds in [("六十", True), ("三条", True), ("第一千零", True), ("▁第三十七条", True), ("一般", False),
+                         ("统一", False), ("十分", False), ("百分之", False)]:
+        assert holds_part_of_a_number(piece) is holds, piece

@@ -35,6 +35,7 @@ from utils.model.vocabulary import (  # noqa: E402
     bpe_reachable_pieces,
     derive_word_list,
     has_sentencepiece,
+    holds_part_of_a_number,
     load_word_list,
     merge_sentencepiece,
     normal_pieces,
@@ -64,6 +65,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--derive_word_list", type=int, default=0,
                    help="instead of merging, write the N most frequent jieba words of the corpus to --write_word_list")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output_dir")
+    p.add_argument("--numeral_pieces", action="store_true",
+                   help="also add pieces holding part of a Chinese numeral (六十, 三条, 第一千零); by default they are "
+                        "left out, so article numbers keep the base tokens (a briefly trained model dropped 十 "
+                        "from numbers written with new pieces: 第二百六三条)")
     args = p.parse_args(argv)
     if args.vocab_size < 100:
         p.error(f"--vocab_size {args.vocab_size}: must be at least 100")
@@ -114,6 +119,8 @@ def merge(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         entries = new_entries(args, base, train_docs, sentencepiece, tmp)
+        numeral = set() if args.numeral_pieces else {e for e in entries if holds_part_of_a_number(e)}
+        entries = [e for e in entries if e not in numeral]
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
         if sentencepiece:
             # Keep the cap on *added* pieces: skip those the base already has before cutting.
@@ -128,6 +135,7 @@ def merge(args) -> dict:
             merged = load_tokenizer(base_dir, padding_side="right")
             result = add_words(merged, entries[: args.max_added] if args.max_added else entries)
             merged.save_pretrained(str(staging))
+        result.numeral_pieces_left_out = len(numeral)
     report = build_report(args, base, merged, result, heldout, files, sentencepiece, staging)
     tmp_report = staging / "report.json.tmp"
     tmp_report.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
@@ -155,6 +163,7 @@ def build_report(args, base, merged, result, heldout, files, sentencepiece, merg
         "added": len(result.added),
         "skipped_already_in_base": result.already_in_base,
         "skipped_duplicates": result.duplicates,
+        "skipped_numeral_pieces": result.numeral_pieces_left_out,
         "merged_size": len(merged),
         "heldout_documents": len(heldout),
         "heldout_characters": sum(len(t) for t in heldout),

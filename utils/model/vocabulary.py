@@ -105,6 +105,18 @@ def _load_proto(path: str | Path):
     return proto
 
 
+_NUMERAL_PIECE = re.compile(r"[零〇一二两三四五六七八九十百千]{2}|第[零〇一二两三四五六七八九十百千]|[零〇一二两三四五六七八九十百千][条款项]")
+
+
+def holds_part_of_a_number(piece: str) -> bool:
+    """Whether a piece holds (part of) a Chinese numeral: 「六十」, 「三条」, 「第一千零」, 「第三十七条」 do; 「一般」, 「统一」,
+    「十分」 do not. Such pieces are left out of a legal vocabulary (``merge_vocabulary.py --numeral_pieces``): the
+    demo model, briefly trained, wrote the base token 「六」 where its new piece 「六十」 belonged, and article numbers
+    came out as 「第二百六三条」 (issue 31; benchmarks/RESULTS.md, citation checks). Numbers keep the base tokens the
+    model was pretrained on."""
+    return bool(_NUMERAL_PIECE.search(piece.lstrip("\u2581")))
+
+
 def normal_pieces(model_file: str | Path) -> list[str]:
     """The ordinary (non-control, non-byte) pieces of a sentencepiece model, in id order."""
     return [p.piece for p in _load_proto(model_file).pieces if p.type == 1]
@@ -115,6 +127,7 @@ class MergeResult:
     added: list[str] = field(default_factory=list)
     already_in_base: int = 0
     duplicates: int = 0
+    numeral_pieces_left_out: int = 0  # merge_vocabulary.py: pieces holding part of a number, not added
 
 
 def merge_sentencepiece(base_model_file: str | Path, new_pieces: list[str], out_file: str | Path) -> MergeResult:
