@@ -6,7 +6,7 @@
 #   statute store + identity/out-of-scope) → merge into models/lawgpt-demo
 #   → answers to the example questions (with and without statute retrieval) → LawBench subset.
 #
-#   bash scripts/demo.sh              # full demo (16 min on 2 CPU cores: 979 s at 8b886c5, benchmarks/RESULTS.md)
+#   bash scripts/demo.sh              # full demo (15 min on 2 CPU cores: 899 s at b2d131a, benchmarks/RESULTS.md)
 #   QUICK=1 bash scripts/demo.sh      # smoke run: tiny step counts (< 5 min)
 #   BASE_MODEL=path/to/model OUT=outputs/demo-x bash scripts/demo.sh   # another base model / place
 #   DPO=1 bash scripts/demo.sh        # + a DPO step (5b, 5c) on the SFT adapter before the merge (~6 min more: 18 s + 334 s)
