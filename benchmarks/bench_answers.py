@@ -218,6 +218,12 @@ def make_questions(source: Path, splits: list[str], per_split: int, output: Path
     return write_jsonl(output, out)
 
 
+def write_json(path: str | Path, results: dict) -> None:
+    """``--output_json``: the figures as JSON (the folder made when missing)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -263,8 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(table(results))
     if args.output_json:
-        Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output_json).write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+        write_json(args.output_json, results)
     return 0
 
 

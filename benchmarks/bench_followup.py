@@ -27,19 +27,18 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_answers import ENDED, loops, write_json  # noqa: E402
 from utils.common.datafiles import DataError, read_records, write_jsonl  # noqa: E402
 from utils.legal.citations import check_citations  # noqa: E402
 from utils.legal.statutes import StatuteStore  # noqa: E402
 
 PARROT = 0.8
-ENDED = ("eos", "stop")
 
 
 def _answers(path: str | Path) -> list[dict]:
@@ -93,8 +92,6 @@ def similarity(a: str, b: str) -> float:
 
 def rate(alone: list[dict], second: list[dict], chats: list[dict], store: StatuteStore) -> dict:
     """The figures of the module docstring (shares over the chats), and per-chat details."""
-    from benchmarks.bench_answers import loops
-
     if len(second) != len(chats):
         raise DataError(f"{len(second)} second-turn answers for {len(chats)} chats: was infer.py run on the chats file?")
     by_index = {r.get("index", i): r for i, r in enumerate(alone)}
@@ -167,8 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(table(results))
     if args.output_json:
-        Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output_json).write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
+        write_json(args.output_json, results)
     return 0
 
 

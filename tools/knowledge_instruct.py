@@ -33,9 +33,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from itertools import groupby
 from pathlib import Path
@@ -60,9 +59,9 @@ from utils.datagen.statute_items import (  # noqa: E402
     eligible,
     heading,
 )
-from utils.lawbench.contamination import DEFAULT_N, DEFAULT_THRESHOLD, ngrams  # noqa: E402
-from utils.legal.numerals import cn_to_int  # noqa: E402
-from utils.legal.statutes import NUMERAL, PRC, Article, StatuteError, StatuteStore, doc_types_option  # noqa: E402
+from utils.datagen.testset_overlap import LawBenchOverlap, read_lawbench  # noqa: E402
+from utils.lawbench.contamination import DEFAULT_THRESHOLD  # noqa: E402
+from utils.legal.statutes import PRC, Article, StatuteError, StatuteStore, doc_types_option  # noqa: E402
 
 DEFAULT_LAWBENCH_DIR = ROOT / "data" / "eval" / "lawbench"  # what tools/prepare_lawbench.py writes
 KINDS = ("article_content", "article_topic", "charge_definition", "article_charge", "grounded_answer", "identity",
@@ -70,10 +69,6 @@ KINDS = ("article_content", "article_topic", "charge_definition", "article_charg
 DEFAULT_KINDS = tuple(k for k in KINDS if k != "grounded_answer")  # grounded answers need the law_rag template
 HELD_OUT_QUESTIONS = (ROOT / "resources" / "retrieval_questions.jsonl", ROOT / "resources" / "alignment_heldout.jsonl")
 GROUNDED_CANDIDATES = 3000  # grounded items built when --max_per_kind is 0 (each runs a retrieval)
-# LawBench 1-1 prefixes the law with its department: 民法商法公司法第六十条的内容是什么？
-DEPARTMENTS = ("诉讼与非诉讼程序法", "宪法相关法", "民法商法", "社会法", "行政法", "经济法")
-_ASKED = re.compile(rf"^(?P<law>.+?)第(?P<num>{NUMERAL})条(?:之(?P<suf>{NUMERAL}))?的内容是什么")
-MIN_TEST_NGRAMS = 20  # a test text needs >= 32 content characters to count for the n-gram check
 
 TEMPLATES = {
     "article_content": ["《{law}》{num}规定了什么？", "请给出《{law}》{num}的内容。", "{law}{num}是怎么规定的？",
@@ -179,78 +174,6 @@ def persona(kind: str, args: argparse.Namespace, rng: random.Random) -> list[dic
 
 
 # ---------------------------------------------------------------- LawBench overlap
-
-
-def read_lawbench(directory: Path) -> list[dict]:
-    """``{task, question, answer}`` of every item under ``{zero_shot,one_shot}/`` (``data/`` optional), .json or .jsonl."""
-    base = directory / "data" if (directory / "data").is_dir() else directory
-    files = sorted(p for shots in ("zero_shot", "one_shot") for p in (base / shots).glob("*.json*"))
-    if not files:
-        raise DataError(f"--lawbench_dir {directory}: no zero_shot/*.json or one_shot/*.json(l) files; give LawBench's "
-                        "data folder or one made by `python tools/prepare_lawbench.py --output_dir DIR`")
-    items = []
-    for path in files:
-        for record in read_records(path):
-            if not all(isinstance(record.data.get(k), str) for k in ("question", "answer")):
-                raise DataError(f"{record.where}: a LawBench item needs string fields 'question' and 'answer'")
-            items.append({"task": path.name.split(".")[0], "question": record.data["question"],
-                          "answer": record.data["answer"]})
-    return items
-
-
-class LawBenchOverlap:
-    """Which generated items touch a LawBench test item (see the module docstring)."""
-
-    def __init__(self, items: list[dict], store: StatuteStore, n: int = DEFAULT_N, threshold: float = DEFAULT_THRESHOLD):
-        self.threshold = threshold
-        self.n = n
-        self.asked: set[tuple] = set()
-        self.unresolved: Counter = Counter()
-        for item in items:
-            if item["task"] == "1-1":
-                self._add_asked(item["question"], store)
-        # Questions and answers are checked one by one; labels too short to carry content (正确答案：B,
-        # a charge name) are left out, else every item naming 盗窃罪 would "overlap" a 3-3 answer.
-        texts = sorted({t for item in items for t in (item["question"], item["answer"])})
-        self.sizes: list[int] = []
-        self.index: dict[int, list[int]] = defaultdict(list)  # n-gram → test texts holding it
-        for text in texts:
-            grams = ngrams(text, n)
-            if len(grams) < MIN_TEST_NGRAMS:
-                continue
-            for gram in grams:
-                self.index[gram].append(len(self.sizes))
-            self.sizes.append(len(grams))
-
-    def _add_asked(self, question: str, store: StatuteStore) -> None:
-        m = _ASKED.match(question.strip())
-        if not m:
-            self.unresolved[question[:20]] += 1
-            return
-        name = m.group("law")
-        law = store.resolve_law(name)
-        for department in DEPARTMENTS:
-            if law is None and name.startswith(department) and len(name) > len(department):
-                law = store.resolve_law(name[len(department):])
-        if law is None:
-            self.unresolved[name] += 1  # e.g. 宪法修正案2018年: amendments are not numbered 第N条 here
-            return
-        suffix = cn_to_int(m.group("suf")) if m.group("suf") else 0
-        self.asked.add((law.name, cn_to_int(m.group("num")), suffix))
-
-    def max_overlap(self, text: str) -> float:
-        """The largest share of one test text's n-grams that ``text`` contains."""
-        hits: Counter = Counter()
-        for gram in ngrams(text, self.n):
-            hits.update(self.index.get(gram, ()))
-        return max((count / self.sizes[i] for i, count in hits.items()), default=0.0)
-
-    def reason(self, item: dict) -> str | None:
-        if item["_key"] in self.asked or self.asked.intersection(item.get("_context", ())):
-            return "excluded_1-1"
-        if self.max_overlap("\n".join((item["instruction"], item["input"], item["output"]))) >= self.threshold:
-            return "excluded_ngram"
-        return None
 
 
 # ---------------------------------------------------------------- command line

@@ -43,7 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.knowledge_instruct import DEFAULT_LAWBENCH_DIR, LawBenchOverlap, kind_caps, read_lawbench  # noqa: E402,I001
+from tools.knowledge_instruct import DEFAULT_LAWBENCH_DIR, kind_caps  # noqa: E402,I001
+from utils.datagen.testset_overlap import LawBenchOverlap, read_lawbench  # noqa: E402
 from utils.common.entry import run_entry  # noqa: E402
 from utils.datagen.statute_items import FIRST_SPECIAL_PART_ARTICLE, GENERIC_HEADINGS, charge_articles, defining_article, eligible, heading  # noqa: E402,I001
 from utils.legal.citations import QUOTE_THRESHOLD, quote_similarity  # noqa: E402

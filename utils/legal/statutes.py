@@ -38,7 +38,7 @@ from utils.common.datafiles import files_sha256
 from utils.common.errors import LawgptError
 from utils.common.paths import REPO_ROOT
 from utils.legal.charges import load_charges
-from utils.legal.documents import SHORT_TITLES, Document, merge_documents, read_documents, title_key
+from utils.legal.documents import DOC_TYPES, SHORT_TITLES, Document, merge_documents, read_documents, title_key
 from utils.legal.numerals import cn_to_int, int_to_cn
 
 STORE_VERSION = "3"  # bump when the cleaning changes: it is part of the retrieval index's cache key
@@ -48,8 +48,6 @@ LAW_TYPES = ("法律", "宪法", "立法解释", "修正案", "修改决定")  #
 def doc_types_option(spec: str) -> tuple[str, ...] | None:
     """``--doc_types``: "laws" → LAW_TYPES, "all" → None (every type), else a comma list (法律,司法解释,行政法规);
     StatuteError for an unknown type."""
-    from utils.legal.documents import DOC_TYPES
-
     if spec == "laws":
         return LAW_TYPES
     if spec == "all":
