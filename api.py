@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -96,6 +97,8 @@ def main(
                            allowed_hosts=LOOPBACK_NAMES if host in LOOPBACK else None)
     engine, rag_module = open_engine(model, retrieval, "api", system_prompt=system_prompt,
                                      max_batch_size=max_batch_size, max_queue=max_queue, batch_wait_ms=batch_wait_ms)
+    if rag_module:  # auto resolved once: every request to this server uses the same retriever
+        settings = replace(settings, rag_retriever=rag_module.resolve_retriever(settings.rag_retriever))
     if host not in LOOPBACK and key is None:
         print(f"[api] WARNING: listening on {host} without an API key: anyone who can reach it can use the model "
               f"(set {API_KEY_ENV} or --api_key)", file=sys.stderr, flush=True)

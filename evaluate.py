@@ -105,7 +105,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def with_statutes(instruction: str, question: str, top_k: int, retriever: str = "bm25") -> tuple[str, list[str]]:
+def with_statutes(instruction: str, question: str, top_k: int, retriever: str = "auto") -> tuple[str, list[str]]:
     """--rag: the task instruction plus the articles retrieved for the question (the case text stays whole
     in the input, so truncation below can only shorten the case, never the articles)."""
     from utils.legal import rag
@@ -273,6 +273,8 @@ def run_lecoqa(args, output_dir: Path) -> dict:
     questions = load_questions(args.lecoqa_dir, args.split)[: args.limit]
     # consultation questions are answered as infer.py answers them: with --rag, the model's law_rag prompt
     engine, rag = open_engine(*options_from(args), "evaluate")
+    if rag:
+        args.rag_retriever = rag.resolve_retriever(args.rag_retriever)  # the run records the retriever that ran
     info = {"benchmark": "lecoqa", "split": args.split, "limit": args.limit, "base_model": engine.loaded.base_model,
             "lora_weights": args.lora_weights, "prompt_template": engine.prompter.name,
             "max_new_tokens": args.max_new_tokens, "rag_top_k": args.rag_top_k if rag else None,
@@ -328,7 +330,9 @@ def main(argv=None) -> dict:
     task_ids = lb.available_tasks(args.data_dir) if args.tasks == "all" else lb.resolve_tasks(args.tasks)
     items_by_task = {t: lb.load_task(args.data_dir, t, args.shots, args.limit) for t in task_ids}
     # --rag puts the articles into LawBench's own instruction (with_statutes), so the template stays the model's
-    engine, _ = open_engine(*options_from(args), "evaluate", rag_template=False)
+    engine, rag = open_engine(*options_from(args), "evaluate", rag_template=False)
+    if rag:
+        args.rag_retriever = rag.resolve_retriever(args.rag_retriever)  # the run records the retriever that ran
     manifest = Path(args.data_dir) / "manifest.json"
     info = {"base_model": engine.loaded.base_model, "lora_weights": args.lora_weights,
             "prompt_template": engine.prompter.name, "shots": args.shots, "max_new_tokens": args.max_new_tokens,

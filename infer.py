@@ -70,7 +70,7 @@ class RagHook:
     """--rag: statutes retrieved for each question go into the prompt (templates/law_rag.json), and each
     answer's record gets the articles used and the verdict on every citation in it (utils/legal/rag.py)."""
 
-    def __init__(self, rag, top_k: int, retriever: str = "bm25"):
+    def __init__(self, rag, top_k: int, retriever: str = "auto"):
         self.rag, self.top_k, self.retriever = rag, top_k, retriever
 
     def context(self, instruction: str, input: str | None):
@@ -258,14 +258,15 @@ def main(
     items, why = read_questions(infer_data_path)  # data errors surface before the (slow) model load
     output = output_path or str(ROOT / "outputs" / "infer" / f"{Path(infer_data_path).stem}.jsonl")
     engine, rag = open_engine(model, retrieval, "infer")
-    rag_hook = RagHook(rag, retrieval.rag_top_k, retrieval.rag_retriever) if rag else None
+    retriever = rag.resolve_retriever(retrieval.rag_retriever) if rag else "bm25"  # fixed for the run (auto resolved)
+    rag_hook = RagHook(rag, retrieval.rag_top_k, retriever) if rag else None
     if items is None:
         print(f"[infer] {why}: starting interactive mode")
         interactive(engine, params, rag=rag_hook)
         return
     if overwrite:  # only now that the model loaded: a failed start must not cost the old answers
         Path(output).unlink(missing_ok=True)
-    run_id = run_fingerprint(engine, params, rag is not None, retrieval.rag_top_k, retrieval.rag_retriever)
+    run_id = run_fingerprint(engine, params, rag is not None, retrieval.rag_top_k, retriever)
     summary = run_batch(engine, items, output, params, batch_size, run_id, rag_hook)
     print_summary(summary, output)
 

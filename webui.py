@@ -78,6 +78,8 @@ def main(
     if not model.base_model and not model.lora_weights:
         model = replace(model, base_model=default_model())
     engine, rag = open_engine(model, retrieval, "webui")
+    if rag:  # auto resolved once: every chat of this server uses the same retriever
+        settings = replace(settings, rag_retriever=rag.resolve_retriever(settings.rag_retriever))
     app = build_app(engine, settings, rag=rag)
     where = f"http://{server_name}:{server_port}"
     print(f"[webui] serving {engine.loaded.base_model} on {where}" + (" (login required)" if login else ""),

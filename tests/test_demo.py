@@ -13,7 +13,8 @@ import pytest
 from utils.lawbench import tasks as L
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ["1. statute corpus", "1b. LawBench test sets", "2. legal vocabulary", "3a. continued pretraining",
+STEPS = ["1. statute corpus", "1b. LawBench test sets", "1c. statute retriever trained",
+         "2. legal vocabulary", "3a. continued pretraining",
          "3b. merge the pretraining", "4. knowledge-based instruction data", "5. LoRA instruction tuning",
          "5b. preference pairs", "5c. DPO on the SFT adapter", "6. merge into", "7a. answer the example questions", "7b. the same with statute retrieval",
          "8a. LawBench subset: base model", "8b. LawBench subset: demo model",
@@ -54,7 +55,8 @@ def test_quick_demo_runs_every_stage_in_a_fresh_clone(tiny_model_dir, tmp_path):
     clone = user_clone(tmp_path)
     env = {**os.environ, "QUICK": "1", "DPO": "1", "BASE_MODEL": str(tiny_model_dir), "OUT": str(tmp_path / "out"),
            "FINAL_MODEL": str(tmp_path / "lawgpt-demo"), "CORPUS_DIR": str(tmp_path / "pretrain"),
-           "LAWBENCH_DIR": str(_lawbench_original(tmp_path / "lawbench-original")), "LAWGPT_VENV": sys.prefix}
+           "LAWBENCH_DIR": str(_lawbench_original(tmp_path / "lawbench-original")), "LAWGPT_VENV": sys.prefix,
+           "LAWGPT_RETRIEVER_DIR": str(tmp_path / "retriever")}
     env.pop("LAWBENCH_DATA", None)  # the default: <clone>/data/eval/lawbench, prepared by step 1b
     run = subprocess.run(["bash", str(clone / "scripts" / "demo.sh")], env=env, capture_output=True, text=True,
                          timeout=900, cwd=clone)
@@ -64,6 +66,10 @@ def test_quick_demo_runs_every_stage_in_a_fresh_clone(tiny_model_dir, tmp_path):
     # the instruction data was filtered against the test sets step 1b prepared, before step 4 needed them
     assert (clone / "data" / "eval" / "lawbench" / "manifest.json").is_file()
     assert "LawBench: 80 items from data/eval/lawbench; 1 articles asked in 1-1" in run.stdout
+    # the retriever is trained (step 1c) before the data that uses it, and --rag retrieves with it from then on
+    assert json.loads((tmp_path / "retriever" / "run_info.json").read_text(encoding="utf-8"))["training_questions"] == 300
+    assert "[knowledge_instruct] retrieved articles come from: trained" in run.stdout
+    assert "no trained retriever" not in run.stderr
     # some grounded answers come after an earlier turn, so the model learns to answer follow-ups (issue 28)
     sft = [json.loads(line) for line in (tmp_path / "out" / "sft_data.jsonl").read_text(encoding="utf-8").splitlines()]
     assert any(item.get("history") for item in sft) and "put in a conversation" in run.stdout

@@ -89,12 +89,13 @@ def test_grounding_counts_gold_articles_in_the_store_only():
     # LeCoQA writes the law inside the title short (《民法典》): the same interpretation
     short_inside, _ = gold_articles(["最高人民法院关于适用《民法典》有关担保制度的解释第十三条"], store)
     assert short_inside == {(store.resolve_law(guarantee.removesuffix("第二十五条")).name, 13, 0)}
-    questions = [{"id": "1", "gold": gold[:2]}, {"id": "2", "gold": [unheld]}]
+    questions = [{"id": "1", "question": "男女法定结婚年龄是多少？", "gold": gold[:2]}, {"id": "2", "question": "担保", "gold": [unheld]}]
     figures = grounding(questions, {"1": "依据《民法典》第一千零四十七条，男不得早于二十二周岁。",
                                     "2": "依据《最高人民法院关于审理某某纠纷案件适用法律若干问题的解释》第二十五条。"}, store)
     assert figures["cite_gold_share"] == 1.0 and figures["questions_with_gold"] == 1
     assert figures["gold_in_store"] == 2 and figures["gold_total"] == 3 and figures["cite_share"] == 1.0
     assert figures["outside_store"] == 1 and figures["verified_share"] == 1.0  # not in the store is not "wrong"
+    assert figures["confirmed_share"] == 1.0  # the article answers the question (BM25 ranks it in its top 5)
 
 
 def test_a_model_answers_resumably_and_is_scored(tiny_model_dir, tmp_path):

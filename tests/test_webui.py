@@ -275,7 +275,9 @@ def test_history_pairs_skip_notes_and_unanswered_questions():
 def test_render_sources_marks_each_verdict():
     articles = [{"rank": 1, "citation": "《刑法》第二百六十四条", "text": "盗窃公私财物，数额较大的……", "charges": ["盗窃罪"],
                  "cited": True}]
-    citations = [{"text": "《刑法》第二百六十四条", "status": "verified", "message": ""},
+    citations = [{"text": "《刑法》第二百六十四条", "status": "verified", "relevant": True, "message": ""},
+                 {"text": "《民法典》第一千零七十九条", "status": "verified", "relevant": False, "message": ""},
+                 {"text": "《刑法》第二百六十三条", "status": "verified", "message": ""},
                  {"text": "《合同法》第五十二条", "status": "repealed", "message": "合同法已废止"},
                  {"text": "《刑法》第九百条", "status": "not_found", "message": ""},
                  {"text": "《网络法》第一条", "status": "unknown_law", "message": ""},
@@ -284,10 +286,11 @@ def test_render_sources_marks_each_verdict():
                  {"text": "《某某市物业管理办法》第三条", "status": "not_in_store", "message": ""}]
     text = render_sources(articles, citations)
     assert "《刑法》第二百六十四条**（罪名：盗窃罪） · 回答已引用" in text and "> 盗窃公私财物" in text
-    for mark in ("✅ 已核实：《刑法》第二百六十四条", "⛔ 已失效：《合同法》第五十二条 — 合同法已废止", "❌ 查无此条", "❓ 未知法律",
+    for mark in ("✅ 已核实（现行有效、引文无误、切题）：《刑法》第二百六十四条", "⚠️ 条文存在，但与所问问题不对应：《民法典》第一千零七十九条",
+                 "☑️ 条文存在（未判断是否切题）：《刑法》第二百六十三条", "⛔ 已失效：《合同法》第五十二条 — 合同法已废止", "❌ 查无此条", "❓ 未知法律",
                  "⚠️ 条文存在，但引文与原文不符：《刑法》第三百零三条", "❌ 条号不规范：《刑法》第二百六三条", "ℹ️ 未收录，未核对"):
         assert mark in text
-    assert "✅ 已核实：《刑法》第三百零三条" not in text  # a misquoted article never gets the tick
+    assert text.count("✅") == 1  # a misquoted, off-topic or unjudged article never gets the tick
 
 
 # ---------------------------------------------------------------- webui.py's command line

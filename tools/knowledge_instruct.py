@@ -312,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if "grounded_answer" in args.kinds or args.persona_articles:
+        from utils.legal.rag import check_retriever
+        from utils.legal.trained_retriever import retriever_dir
+
+        used = check_retriever("auto")  # as --rag retrieves when serving; says so when it falls back to BM25
+        print(f"[knowledge_instruct] retrieved articles come from: {used}" + (f" ({retriever_dir()})" if used == "trained" else ""))
     items, stats = build(args)
     count = write_jsonl(args.output, items)
     print(f"[knowledge_instruct] {'kind':<18} {'candidates':>10} {'excl. 1-1':>10} {'excl. n-gram':>12} "

@@ -8,7 +8,8 @@ Built from the statute store alone (no LLM), one item per article picked:
   opens with (「…未与劳动者订立书面劳动合同的，应当…支付二倍的工资」→「如果…，会有什么后果？」; a condition
   without a sanction gets 「…的，法律上是怎么规定的？」), or
   the term it defines (「本法所称X，是指…」→「法律上说的X是什么意思？」);
-- the **input** is exactly what ``--rag`` puts in the prompt for that question (utils/legal/rag.py ``prepare``, BM25,
+- the **input** is exactly what ``--rag`` puts in the prompt for that question (utils/legal/rag.py ``prepare``: the trained
+  retriever when models/retriever holds one, else BM25;
   ``top_k`` articles), so the gold article sits among realistic distractors, at the rank the retriever gives it;
 - the **output** cites the gold article and quotes its opening sentence (「根据《刑法》第二百六十四条规定：“…”」,
   the form utils/legal/citations.py checks quotes in) and closes with one short sentence. When the retriever did not
@@ -25,7 +26,7 @@ import re
 from collections.abc import Iterable
 
 from utils.legal.bm25 import BM25Index
-from utils.legal.rag import RagContext, default_index, format_articles
+from utils.legal.rag import RagContext, default_index, format_articles, retrieve
 from utils.legal.statutes import PRC, Article
 
 PHRASINGS = {
@@ -85,7 +86,8 @@ def _key(article: Article) -> tuple:
 
 def grounded_items(articles: Iterable[Article], rng: random.Random, limit: int, top_k: int = 3,
                    drop_gold: float = 0.1, index: BM25Index | None = None, held_out: set[tuple] = frozenset()) -> list[dict]:
-    """Up to ``limit`` items (module docstring), from articles picked at random; ``held_out`` articles are never used
+    """Up to ``limit`` items (module docstring), from articles picked at random, with the articles --rag's retriever
+    (``auto``: the trained one when models/retriever holds it, else BM25) finds for each question; ``held_out`` articles are never used
     as gold (the held-out questions' gold citations: the figures measure answers to questions never trained on)."""
     index = index or default_index()
     pool = [(a, q) for a in articles if _key(a) not in held_out for q in questions_for(a)]
@@ -98,7 +100,7 @@ def grounded_items(articles: Iterable[Article], rng: random.Random, limit: int, 
             continue
         used.add(_key(article))
         question = rng.choice(PHRASINGS[source]).format(x=subject)
-        hits = index.search(question, top_k + 1)
+        hits = retrieve(question, top_k + 1, index=index)  # as --rag retrieves: the trained retriever when there is one
         gold_at = [i for i, h in enumerate(hits[:top_k]) if _key(h.article) == _key(article)]
         drop = bool(gold_at) and rng.random() < drop_gold
         if drop:

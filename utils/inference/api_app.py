@@ -52,7 +52,7 @@ class APISettings:
     default_max_tokens: int = 512  # when a request gives none (capped by what the context leaves)
     defaults: GenerationParams = field(default_factory=GenerationParams)  # server-side sampling defaults
     rag_top_k: int = 3
-    rag_retriever: str = "bm25"
+    rag_retriever: str = "auto"
     max_body_bytes: int = 1 << 20  # a request body beyond this is refused (413) before it is read whole
     allowed_hosts: tuple[str, ...] | None = None  # Host header names served (None: any); api.py: loopback names
 

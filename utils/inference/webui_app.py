@@ -42,7 +42,7 @@ TITLE_BEAMS = "束搜索"
 TITLE_ERROR = "⚠️ 生成出错"
 TITLE_SOURCES = "检索到的法条与引用核对"
 VERDICT_MARKS = {
-    "verified": "✅ 已核实",
+    "verified": "✅ 已核实（现行有效、引文无误、切题）",
     "law_in_force": "ℹ️ 法律现行有效（未引具体条文）",
     "not_found": "❌ 查无此条",
     "repealed": "⛔ 已失效",
@@ -50,7 +50,11 @@ VERDICT_MARKS = {
     "not_in_store": "ℹ️ 未收录，未核对",
     "malformed_number": "❌ 条号不规范",
 }
-MARK_MISQUOTED = "⚠️ 条文存在，但引文与原文不符"  # a green tick means the article exists and the quote is faithful
+# A green tick means confirmed: the article exists and is in force, the quote is faithful and the article fits the
+# question (utils/legal/citations.Verdict.confirmed); anything less says what is missing
+MARK_MISQUOTED = "⚠️ 条文存在，但引文与原文不符"
+MARK_NOT_RELEVANT = "⚠️ 条文存在，但与所问问题不对应"
+MARK_UNJUDGED = "☑️ 条文存在（未判断是否切题）"
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class UISettings:
     concurrency_limit: int = 16  # chats admitted at once; the engine generates them together (utils/inference/batching.py)
     queue_size: int = 64  # waiting requests beyond this are refused by gradio ("queue is full")
     rag_top_k: int = 3
-    rag_retriever: str = "bm25"  # or "hybrid" (utils/legal/rag.py)
+    rag_retriever: str = "auto"  # or "trained", "bm25", "hybrid" (utils/legal/rag.py)
 
     def __post_init__(self) -> None:
         for name in ("max_input_chars", "concurrency_limit", "queue_size", "rag_top_k"):
@@ -115,7 +119,8 @@ def render_sources(articles: Sequence[dict], citations: Sequence[dict]) -> str:
     ``articles``: dicts with ``citation``, ``text`` and optionally ``rank``, ``charges``, ``cited``
     (utils/retrieval.Hit.to_dict + utils/rag.finalize). ``citations``: dicts with ``text``, ``status``
     (utils/legal/citations.py VERDICTS), ``quote_matches`` and ``message`` (utils/legal/citations.Verdict.to_dict); a
-    verified citation whose quote does not match — in wording or in a number — is shown as a warning, not a tick.
+    verified citation whose quote does not match — in wording or in a number — or whose article does not fit the
+    question (``relevant`` False) is shown as a warning, not a tick; one not judged against a question is unticked.
     """
     lines = []
     if articles:
@@ -132,8 +137,13 @@ def render_sources(articles: Sequence[dict], citations: Sequence[dict]) -> str:
         lines.append("回答没有引用具体法条。")
     for citation in citations:
         mark = VERDICT_MARKS.get(citation.get("status"), f"? {citation.get('status')}")
-        if citation.get("status") == "verified" and citation.get("quote_matches") is False:
-            mark = MARK_MISQUOTED
+        if citation.get("status") == "verified":
+            if citation.get("quote_matches") is False:
+                mark = MARK_MISQUOTED
+            elif citation.get("relevant") is False:
+                mark = MARK_NOT_RELEVANT
+            elif citation.get("relevant") is None:
+                mark = MARK_UNJUDGED
         message = f" — {citation['message']}" if citation.get("message") else ""
         lines.append(f"- {mark}：{citation.get('text', '')}{message}")
     return "\n".join(lines)
@@ -247,6 +257,7 @@ def _shown_path(path: str) -> str:
 
 
 def header_markdown(engine: Engine, rag: bool, rag_top_k: int, rag_retriever: str = "bm25") -> str:
+    """The page header; ``rag_retriever`` is the resolved name (utils/legal/rag.resolve_retriever)."""
     loaded = engine.loaded
     model = f"`{_shown_path(loaded.base_model)}`"
     if loaded.lora_weights:
@@ -254,7 +265,8 @@ def header_markdown(engine: Engine, rag: bool, rag_top_k: int, rag_retriever: st
     parts = [f"模型：{model}", f"模板：`{engine.prompter.name}`", f"上下文：{engine.context_length} tokens",
              f"设备：{engine.device}"]
     if rag:
-        parts.append(f"法条检索：每问 {rag_top_k} 条（{'BM25 + e5' if rag_retriever == 'hybrid' else 'BM25'}）")
+        label = {"hybrid": "BM25 + e5", "trained": "BM25 + 训练的排序模型"}.get(rag_retriever, "BM25")
+        parts.append(f"法条检索：每问 {rag_top_k} 条（{label}）")
     else:  # say it: a model trained on retrieved articles invents citations without them
         parts.append("法条检索：关闭" + ("（本模型依检索法条作答，关闭后引用多为编造）"
                                        if loaded.prompt_template == RAG_TEMPLATE else ""))

@@ -17,7 +17,7 @@ PREDICTIONS, ANSWERS = "predictions.jsonl", "answers.jsonl"
 
 
 def answer_questions(engine, questions: list[dict], output_dir: Path, params, batch_size: int, rag=None,
-                     top_k: int = 3, retriever: str = "bm25", progress=None) -> dict[str, str]:
+                     top_k: int = 3, retriever: str = "auto", progress=None) -> dict[str, str]:
     """Generate the answers missing from ``output_dir``; returns ``{id: answer}`` for every question.
 
     Every prompt is built and length-checked before the first token (PromptTooLongError names the question)."""

@@ -17,16 +17,19 @@ def grounding(questions: list[dict], answers: dict[str, str], store) -> dict:
     """Figures over ``questions`` (see :func:`utils.lecoqa.questions.load_questions`) for ``answers`` (id → text):
 
     ``cite_share``: answers citing at least one article; ``verified_share``: of the article citations of laws in the
-    store, those verified (the article exists and is in force); ``outside_store``: article citations of laws the store
+    store, those whose article exists and is in force (existence only); ``confirmed_share``: of the same, those also
+    quoted faithfully (if quoted) and fitting the question (utils/legal/citations.Verdict.confirmed); ``outside_store``: article citations of laws the store
     lacks; ``cite_gold_share``: of the questions with a gold article in the store, those whose answer cites one;
     ``gold_in_store`` / ``gold_total``: gold articles in the store / all, ``questions_with_gold``."""
     from utils.legal.citations import check_citations
+    from utils.legal.rag import judge_relevance
 
-    citing = cited_gold = with_gold = gold_in = gold_total = in_store = verified = outside = 0
+    citing = cited_gold = with_gold = gold_in = gold_total = in_store = verified = outside = confirmed = 0
     for q in questions:
         inside, outside_names = gold_articles(q["gold"], store)
         gold_in, gold_total = gold_in + len(inside), gold_total + len(inside) + len(outside_names)
         verdicts = [v for v in check_citations(answers[q["id"]], store) if v.number is not None]
+        judge_relevance(verdicts, q["question"])  # the retriever --rag uses now (auto) judges the fit
         citing += bool(verdicts)
         for v in verdicts:
             if v.status in ("unknown_law", "not_in_store"):
@@ -34,12 +37,14 @@ def grounding(questions: list[dict], answers: dict[str, str], store) -> dict:
             else:
                 in_store += 1
                 verified += v.status == "verified"
+                confirmed += v.confirmed
         if inside:
             with_gold += 1
             cited_gold += any((v.law_name, v.number, v.suffix) in inside for v in verdicts if v.status == "verified")
     n = len(questions)
     return {"answers": n, "cite_share": citing / n if n else 0.0,
             "verified_share": verified / in_store if in_store else None, "citations_in_store": in_store,
+            "confirmed_share": confirmed / in_store if in_store else None,
             "outside_store": outside, "cite_gold_share": cited_gold / with_gold if with_gold else None,
             "questions_with_gold": with_gold, "gold_in_store": gold_in, "gold_total": gold_total}
 

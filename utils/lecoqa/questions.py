@@ -63,3 +63,39 @@ def _names_the_law(name: str, law_name: str, store) -> bool:
         return True
     law = store.resolve_law(head)
     return law is not None and law.name == law_name
+
+
+def read_question_file(path: str | Path) -> list[dict]:
+    """Questions with gold articles from a ``.jsonl`` or ``.jsonl.xz`` file, one object per line: ``question`` (text),
+    ``gold`` (article names, LeCoQA's 「中华人民共和国民法典第五十四条」 or a citation 「《民法典》第五十四条」), optionally
+    ``answer`` (a lawyer's) and ``id``. The shipped resources/lecoqa/train.jsonl.xz is LeCoQA's train split in this
+    form. Raises DataError naming the file and line."""
+    import lzma
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if not path.name.endswith((".jsonl", ".jsonl.xz")):
+        raise DataError(f"{path}: expected a .jsonl or .jsonl.xz file")
+    try:
+        text = lzma.decompress(path.read_bytes()).decode("utf-8") if path.name.endswith(".xz") else path.read_text(encoding="utf-8")
+    except (lzma.LZMAError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot be read: {e}") from e
+    questions = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            raise DataError(f"{path}:{line_no}: not JSON: {e}") from e
+        question, gold, answer = record.get("question"), record.get("gold"), record.get("answer")
+        if not isinstance(question, str) or not question.strip():
+            raise DataError(f"{path}:{line_no}: 'question' must be a non-empty string")
+        if not isinstance(gold, list) or not all(isinstance(g, str) for g in gold):
+            raise DataError(f"{path}:{line_no}: 'gold' must be a list of article names")
+        if answer is not None and not isinstance(answer, str):
+            raise DataError(f"{path}:{line_no}: 'answer' must be a string or null")
+        questions.append({"id": str(record.get("id", line_no)), "question": question, "answer": answer or "",
+                          "gold": gold})
+    return questions

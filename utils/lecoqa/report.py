@@ -81,10 +81,11 @@ def grounding_table(runs: dict[str, dict]) -> str:
     def pct(x):
         return "–" if x is None else f"{100 * x:.1f}%"
 
-    lines = ["| run | cite ≥ 1 article | citations verified | cite a gold article | outside the store | "
-             "gold in store |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| run | cite ≥ 1 article | citations: article exists | confirmed (exists, faithful, fits) | "
+             "cite a gold article | outside the store | gold in store |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, g in runs.items():
         lines.append(f"| {name} | {pct(g['cite_share'])} | {pct(g['verified_share'])} ({g['citations_in_store']}) | "
+                     f"{pct(g.get('confirmed_share'))} | "
                      f"{pct(g['cite_gold_share'])} (of {g['questions_with_gold']}) | {g['outside_store']} | "
                      f"{g['gold_in_store']} of {g['gold_total']} |")
     return "\n".join(lines) + "\n"

@@ -65,9 +65,19 @@ class Verdict:
     quote_similarity: float | None = None
     quote_matches: bool | None = None  # similar enough and every number kept (numbers_changed None)
     numbers_changed: str | None = None
+    # Does the article fit the question? Set by utils/legal/rag.finalize, which knows the question (None here):
+    # the trained retriever's probability (relevance) clears its threshold, or without one, BM25's top 5 hold it
+    relevant: bool | None = None
+    relevance: float | None = None
+
+    @property
+    def confirmed(self) -> bool:
+        """The green tick: the article exists and is in force, its quote (if any) is faithful, and it fits the
+        question (relevant is True, so only a citation judged against its question can be confirmed)."""
+        return self.status == "verified" and self.quote_matches is not False and self.relevant is True
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "confirmed": self.confirmed}
 
 
 @dataclass(frozen=True)
@@ -257,7 +267,11 @@ def check_citations(text: str, store: StatuteStore | None = None) -> list[Verdic
 
 
 def summarize(verdicts: list[Verdict]) -> dict[str, int]:
+    """Counts per status, plus ``quote_mismatch`` (verified, quote unfaithful), ``not_relevant`` (verified, judged not
+    to fit the question) and ``confirmed`` (:attr:`Verdict.confirmed`: exists, in force, faithful and relevant)."""
     counts = Counter(v.status for v in verdicts)
     out = {status: counts.get(status, 0) for status in VERDICTS}
     out["quote_mismatch"] = sum(v.quote_matches is False for v in verdicts)
+    out["not_relevant"] = sum(v.status == "verified" and v.relevant is False for v in verdicts)
+    out["confirmed"] = sum(v.confirmed for v in verdicts)
     return out

