@@ -34,7 +34,10 @@ export LAWGPT_RETRIEVER_DIR="${LAWGPT_RETRIEVER_DIR:-models/retriever}"
 # law_rag template so --rag prompts are what the model saw; plus statute recitation, charges and persona items
 # (all identity items, 226 out-of-scope ones: ~37% of the data, short; 90% with the articles --rag retrieves, as
 # served: with half, the model named itself on 45% of held-out identity questions under --rag, with 90% on 70%).
-SFT_KINDS="grounded_answer,article_content,charge_definition,article_charge,identity,out_of_scope"
+# Consultation answers (issue 31): LeCoQA train's real questions with the articles the trained retriever gives them (the
+# question left out of its memory), answered in the lawyer's plain words, then the gold article quoted, or "these
+# articles do not settle it" when it was not retrieved
+SFT_KINDS="grounded_answer,consultation_answer,article_content,charge_definition,article_charge,identity,out_of_scope"
 SFT_TEMPLATE=law_rag
 SFT_TARGETS="all-linear"  # LoRA on every linear layer: 5x the trainable parameters of q,v for 1.08x the step time
 # 60% of the grounded answers follow an earlier turn (another item's question and answer, mostly another matter):
@@ -45,7 +48,7 @@ if [ "$QUICK" = "1" ]; then
   VOCAB_SP_SIZE=2000;  VOCAB_MAX_ADDED=300
   CLM_STEPS=2;  CLM_BLOCK=128; CLM_BATCH=2; CLM_VAL_DOCS=2; CLM_EVAL_ON_START=False
   RETRIEVER_LIMIT=300
-  SFT_PER_KIND=20; SFT_GROUNDED=40; SFT_IDENTITY=20; SFT_OOS=20; SFT_STEPS=2; SFT_BATCH=2; SFT_CUTOFF=640; SFT_VAL=4
+  SFT_CONSULT=10; SFT_PER_KIND=20; SFT_GROUNDED=40; SFT_IDENTITY=20; SFT_OOS=20; SFT_STEPS=2; SFT_BATCH=2; SFT_CUTOFF=640; SFT_VAL=4
   DPO_PER_KIND=1; DPO_OOS=1; DPO_IDENTITY=1; DPO_REFUSAL=2; DPO_STEPS=1; DPO_BATCH=2
   GEN_TOKENS=24; EVAL_TASKS="1-1,3-3"; EVAL_LIMIT=1; EVAL_TOKENS=16
 else
@@ -55,7 +58,7 @@ else
   # batches grouped by length carry ~1,000 tokens, what a 4 x 256 step carried before
   # the steps keep the whole demo within 1.25x the old recipe's wall time (benchmarks/RESULTS.md, demo; history in benchmarks/LOG.md)
   # SFT computes the LM head on answer tokens only (utils/training/answer_logits.py): 2x faster steps paid for 56 steps
-  SFT_PER_KIND=60; SFT_GROUNDED=500; SFT_IDENTITY=0; SFT_OOS=226; SFT_STEPS=56; SFT_BATCH=4; SFT_CUTOFF=640; SFT_VAL=16
+  SFT_CONSULT=300; SFT_PER_KIND=60; SFT_GROUNDED=500; SFT_IDENTITY=0; SFT_OOS=226; SFT_STEPS=56; SFT_BATCH=4; SFT_CUTOFF=640; SFT_VAL=16
   # DPO=1: 114 pairs, 6 of each citation corruption, 30 out of scope, 12 identity and as many legal_refusal pairs
   # (the right answer preferred to the scope statement) as those two; 90% with retrieved articles, as served; one
   # pair per micro-batch (no padding); lr 3e-5 and an SFT loss on the chosen side: faster or without it the model
@@ -124,7 +127,7 @@ step "3b. merge the pretraining adapter" "$OUT/legal-base/run_info.json" -- \
 
 step "4. knowledge-based instruction data (grounded answers + statutes + persona)" "$OUT/sft_data.jsonl" -- \
   python tools/knowledge_instruct.py --output "$OUT/sft_data.jsonl" --kinds "$SFT_KINDS" \
-    --max_per_kind "$SFT_PER_KIND" --kind_max "grounded_answer=$SFT_GROUNDED" --kind_max "article_charge=$((SFT_PER_KIND / 2))" \
+    --max_per_kind "$SFT_PER_KIND" --kind_max "grounded_answer=$SFT_GROUNDED" --kind_max "consultation_answer=$SFT_CONSULT" --kind_max "article_charge=$((SFT_PER_KIND / 2))" \
     --kind_max "identity=$SFT_IDENTITY" --kind_max "out_of_scope=$SFT_OOS" --persona_articles 0.9 --seed 0 \
     --earlier_turns "$SFT_EARLIER_TURNS" --lawbench_dir "$LAWBENCH_DATA"
 

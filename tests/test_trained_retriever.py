@@ -206,3 +206,53 @@ def test_without_a_question_a_citation_is_not_confirmed():
     assert record["citations"][0]["relevant"] is None and record["citations"][0]["confirmed"] is False
     assert record["citation_summary"]["confirmed"] == 0 and record["citation_summary"]["verified"] == 1
     assert MARK_UNJUDGED in render_sources([], record["citations"])
+
+
+def test_consultation_items_cite_only_a_given_gold_article(trained_dir, index, shipped_questions, monkeypatch):
+    import random
+
+    from utils.datagen.consultation import consultation_items
+    from utils.datagen.grounded import NOT_SETTLED
+    from utils.legal.citations import check_citations
+
+    monkeypatch.setenv("LAWGPT_RETRIEVER_DIR", str(trained_dir))
+    held_out = {("中华人民共和国劳动合同法", 7, 0)}
+    items = consultation_items(shipped_questions[:FIT_QUESTIONS], index.store, random.Random(0), 60, held_out=held_out)
+    assert len(items) == 60
+    settled = [i for i in items if i["source"] != "not_settled"]
+    assert 15 <= len(settled) < 60  # some gold articles are not retrieved: those say so
+    for item in items:
+        assert item["kind"] == "consultation_answer" and item["input"].startswith("[1] ")
+        assert item["_key"] != ("中华人民共和国劳动合同法", 7, 0)
+        cited = [(v.law_name, v.number, v.suffix) for v in check_citations(item["output"], index.store) if v.number]
+        if item["source"] == "not_settled":
+            assert item["output"] in NOT_SETTLED and not cited
+        else:
+            # the answer cites the gold article first; any later citation is inside its quote (「依照本法第…条」)
+            assert cited[0] == item["_key"] and item["_key"] in item["_context"]
+            assert all(item["output"].index("“") < item["output"].find(article_label) for article_label in
+                       [v.text for v in check_citations(item["output"], index.store)[1:]])
+            assert item["output"].count("“") == 1 and "您好" not in item["output"]
+
+
+def test_a_memory_question_is_ranked_as_new_for_training_data(trained_dir, index, shipped_questions):
+    from utils.legal.trained_retriever import TrainedRetriever
+
+    retriever = TrainedRetriever.load(trained_dir, index)
+    q = shipped_questions[0]["question"]
+    assert retriever.memory.position(q) == 0 and retriever.memory.position("从未见过的问题") is None
+    seen, _ = retriever.ranked(q)
+    new, _ = retriever.ranked(q, leave_out_self=True)
+    gold = retriever.memory.questions[0].rows
+    first = lambda rows: min((rows.index(r) for r in gold if r in rows), default=len(rows))  # noqa: E731
+    assert first(seen) == 0 and first(new) >= first(seen)
+
+
+def test_plain_words_take_the_lawyers_first_sentence_without_citations():
+    from utils.datagen.consultation import plain_words
+
+    assert plain_words("您好，有经营能力的公民经过登记可以成为个体工商户。外国公民不可以。") == "有经营能力的公民经过登记可以成为个体工商户。外国公民不可以。"
+    long = "有经营能力的公民经过登记可以成为个体工商户。" + "外国公民不可以" * 20 + "。"
+    assert plain_words(long) == "有经营能力的公民经过登记可以成为个体工商户。"  # whole sentences within 100 characters
+    assert plain_words("根据《民法典》第五十四条，可以登记。") == ""
+    assert plain_words("这个问题需要看具体情况" * 20) == ""

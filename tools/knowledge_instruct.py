@@ -1,6 +1,6 @@
 """Knowledge-based instruction data from the statute store — no LLM involved.
 
-Seven kinds of items, each with several phrasings (picked with ``--seed``, so a run is reproducible):
+Eight kinds of items, each with several phrasings (picked with ``--seed``, so a run is reproducible):
 
 - ``article_content``  《X法》第N条规定了什么？ → the article's text, verbatim;
 - ``article_topic``    which articles cover a matter named by a chapter/section heading → the heading,
@@ -10,6 +10,9 @@ Seven kinds of items, each with several phrasings (picked with ``--seed``, so a 
 - ``grounded_answer``  an everyday question + the articles ``--rag`` retrieves for it → a short answer citing and
                        quoting the right one, or saying the retrieved articles do not settle it (utils/datagen/grounded.py;
                        train with the law_rag template; the held-out questions' gold articles are never used);
+- ``consultation_answer``  a real layperson question (LeCoQA train, ``--consultation_questions``) + the articles
+                       ``--rag`` retrieves for it → the lawyer's plain words, then the gold article cited and quoted,
+                       or saying the retrieved articles do not settle it (utils/datagen/consultation.py; law_rag);
 - ``identity``         who are you / who made you / what can you do → the assistant's ``--assistant_name`` and
                        ``--assistant_maker`` (default LaWGPT) and what it is for (utils/datagen/persona.py);
 - ``out_of_scope``     recipes, code, medicine, poems … → a short statement that this is outside what the assistant
@@ -44,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.common.datafiles import DataError, read_records, write_jsonl  # noqa: E402
 from utils.common.entry import run_entry  # noqa: E402
+from utils.datagen.consultation import consultation_items  # noqa: E402
 from utils.datagen.grounded import add_earlier_turns, grounded_items  # noqa: E402
 from utils.datagen.persona import (  # noqa: E402
     DEFAULT_MAKER,
@@ -61,12 +65,15 @@ from utils.datagen.statute_items import (  # noqa: E402
 )
 from utils.datagen.testset_overlap import LawBenchOverlap, read_lawbench  # noqa: E402
 from utils.lawbench.contamination import DEFAULT_THRESHOLD  # noqa: E402
+from utils.lecoqa.questions import read_question_file  # noqa: E402
 from utils.legal.statutes import PRC, Article, StatuteError, StatuteStore, doc_types_option  # noqa: E402
 
 DEFAULT_LAWBENCH_DIR = ROOT / "data" / "eval" / "lawbench"  # what tools/prepare_lawbench.py writes
-KINDS = ("article_content", "article_topic", "charge_definition", "article_charge", "grounded_answer", "identity",
-         "out_of_scope")
-DEFAULT_KINDS = tuple(k for k in KINDS if k != "grounded_answer")  # grounded answers need the law_rag template
+KINDS = ("article_content", "article_topic", "charge_definition", "article_charge", "grounded_answer",
+         "consultation_answer", "identity", "out_of_scope")
+RAG_KINDS = ("grounded_answer", "consultation_answer")  # items with retrieved articles as input: the law_rag template
+DEFAULT_KINDS = tuple(k for k in KINDS if k not in RAG_KINDS)
+CONSULTATION_QUESTIONS = ROOT / "resources" / "lecoqa" / "train.jsonl.xz"  # LeCoQA's train split (MIT)
 HELD_OUT_QUESTIONS = (ROOT / "resources" / "retrieval_questions.jsonl", ROOT / "resources" / "alignment_heldout.jsonl")
 GROUNDED_CANDIDATES = 3000  # grounded items built when --max_per_kind is 0 (each runs a retrieval)
 
@@ -213,6 +220,9 @@ def build(args: argparse.Namespace) -> tuple[list[dict], dict]:
         if kind == "grounded_answer":  # more than kept: some fall to the LawBench filter
             limit = 2 * cap if cap else GROUNDED_CANDIDATES
             candidates = grounded_items(articles, rng, limit, held_out=held_out)
+        elif kind == "consultation_answer":
+            questions = read_question_file(args.consultation_questions)
+            candidates = consultation_items(questions, store, rng, 2 * cap if cap else len(questions), held_out=held_out)
         else:
             candidates = BUILDERS[kind](articles, rng) if kind in BUILDERS else persona(kind, args, rng)
         counts = Counter({"candidates": len(candidates), "excluded_1-1": 0, "excluded_ngram": 0})
@@ -254,7 +264,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="JSONL to write (instruction, input, output, kind, source)")
     parser.add_argument("--kinds", default=",".join(DEFAULT_KINDS),
-                        help=f"comma-separated subset of {', '.join(KINDS)} (default: all but grounded_answer)")
+                        help=f"comma-separated subset of {', '.join(KINDS)} (default: all but grounded_answer and consultation_answer, which need the law_rag template)")
     parser.add_argument("--max_per_kind", type=int, default=0, help="sample at most this many items per kind (0: all)")
     parser.add_argument("--kind_max", action="append", default=[], metavar="KIND=N",
                         help="another cap for one kind (repeatable; 0: all of that kind), e.g. grounded_answer=800")
@@ -270,7 +280,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--persona_articles", type=float, default=None, metavar="SHARE",
                         help="share of identity/out_of_scope items given the articles --rag retrieves for their "
                              "question as input (a model served with --rag sees articles with every question); "
-                             "default: 0.5 when grounded_answer is among --kinds (law_rag data), else 0")
+                             "default: 0.5 when grounded_answer or consultation_answer is among --kinds (law_rag data), else 0")
     parser.add_argument("--earlier_turns", type=float, default=0.0, metavar="SHARE",
                         help="share of grounded answers given an earlier turn (history): a third on the same article, the "
                              "rest on another matter, so the model answers the question asked now in a conversation "
@@ -278,6 +288,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lecoqa_dir", help="a LeCoQA checkout: its test questions' gold articles are never a grounded "
                                                "item's subject, and items sharing --overlap_threshold of a test question's "
                                                "or lawyer answer's n-grams are left out (excluded_lecoqa)")
+    parser.add_argument("--consultation_questions", type=Path, default=CONSULTATION_QUESTIONS,
+                        help="consultation_answer items: questions with gold articles and lawyers' answers, .jsonl(.xz) "
+                             "(default: LeCoQA's train split, shipped)")
     parser.add_argument("--doc_types", default="laws",
                         help="which of the store's documents the items are drawn from: laws (laws.db's laws, the "
                              "default), all (+ judicial interpretations and regulations), or types such as "
@@ -297,7 +310,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--max_per_kind must be >= 0")
     args.kind_max = kind_caps(parser, args.kind_max, args.kinds)
     if args.persona_articles is None:
-        args.persona_articles = 0.5 if "grounded_answer" in args.kinds else 0.0
+        args.persona_articles = 0.5 if set(RAG_KINDS) & set(args.kinds) else 0.0
     if not 0 <= args.persona_articles <= 1:
         parser.error(f"--persona_articles {args.persona_articles}: must be in [0, 1]")
     if not 0 < args.overlap_threshold <= 1:
@@ -312,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if "grounded_answer" in args.kinds or args.persona_articles:
+    if set(RAG_KINDS) & set(args.kinds) or args.persona_articles:
         from utils.legal.rag import check_retriever
         from utils.legal.trained_retriever import retriever_dir
 

@@ -97,6 +97,7 @@ class Memory:
         from sklearn.linear_model import LogisticRegression
 
         self.questions, self.index = questions, index
+        self._positions = {q.question: i for i, q in enumerate(questions)}
         laws = [a.law_name for a in index.articles]
         self.times_cited = Counter(r for q in questions for r in q.rows)
         self.times_law_cited = Counter(laws[r] for q in questions for r in q.rows)
@@ -138,6 +139,10 @@ class Memory:
         if exclude is not None:
             similarity[exclude] = -1.0
         return [(int(j), float(similarity[j])) for j in top_rows(similarity, NEIGHBOURS) if similarity[j] > 0]
+
+    def position(self, question: str) -> int | None:
+        """The memory index of a training question with exactly this text, else None."""
+        return self._positions.get(question)
 
     def router_probs(self, question: str) -> np.ndarray:
         return self.router.predict_proba(self.by_question.transform([question]))[0]
@@ -188,20 +193,22 @@ class TrainedRetriever:
         self.memory, self.index = memory, memory.index
         self.weights, self.bias, self.threshold, self.info = weights, bias, threshold, info
 
-    def ranked(self, question: str) -> tuple[list[int], np.ndarray]:
-        """(candidate rows best first, their relevance probabilities)."""
-        rows, features = candidate_features(question, self.memory)
+    def ranked(self, question: str, leave_out_self: bool = False) -> tuple[list[int], np.ndarray]:
+        """(candidate rows best first, their relevance probabilities). ``leave_out_self``: a memory question is ranked
+        as if it were new (its own entry left out of the memory), as training data built from it must see it."""
+        exclude = self.memory.position(question) if leave_out_self else None
+        rows, features = candidate_features(question, self.memory, exclude)
         if not rows:
             return [], np.zeros(0)
         probability = 1 / (1 + np.exp(-(features @ self.weights + self.bias)))
         order = np.argsort(-probability, kind="stable")
         return [rows[i] for i in order], probability[order]
 
-    def search(self, question: str, top_k: int = 5) -> list[Hit]:
+    def search(self, question: str, top_k: int = 5, leave_out_self: bool = False) -> list[Hit]:
         """The ``top_k`` articles, best first; ``score`` is the ranker's probability that the article is relevant."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        rows, probability = self.ranked(question)
+        rows, probability = self.ranked(question, leave_out_self)
         return [Hit(self.index.articles[r], float(p), rank)
                 for rank, (r, p) in enumerate(zip(rows[:top_k], probability), start=1)]
 
