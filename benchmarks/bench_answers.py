@@ -16,8 +16,10 @@ What each figure means (every share is over the answers of one file, n stated):
   ``LOOP_SHORT_TIMES`` (4) times back to back (「，，，，」, 「罚罚罚罚」); whitespace is ignored — or (b) one
   sentence (split at 。！？；and newlines, at least 4 characters) said 3 times anywhere in the answer.
 - **cites**: at least one citation of an article (utils/legal/citations.py; a law named without an article is not one).
-- **citations verified**: over all article citations in the file, the share the statute store confirms
-  (``verified``: the article exists in a law in force); the rest are ``not_found``, ``repealed``, ``unknown_law``.
+- **citations: the article exists**: over all article citations in the file, the share the statute store holds in
+  force (``verified``); the rest are ``not_found``, ``repealed``, ``unknown_law``. **confirmed**: of the same, those
+  that also quote faithfully (if quoted) and fit the question (utils/legal/rag.judge_relevance with today's ``--rag``
+  retriever, so files rated together are judged alike).
 - **quotes similar / faithful**: of the citations whose article is quoted beside them, the share whose quote reaches
   the checker's character similarity (``QUOTE_THRESHOLD``), and the share that also keeps every number of the article
   (``quote_matches``: utils/legal/citations.py ``numbers_kept``).
@@ -45,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.common.datafiles import DataError, read_records, write_jsonl  # noqa: E402
 from utils.legal.citations import QUOTE_THRESHOLD, check_citations  # noqa: E402
+from utils.legal.rag import judge_relevance  # noqa: E402
 from utils.legal.statutes import StatuteStore  # noqa: E402
 
 ENDED = ("eos", "stop")
@@ -144,9 +147,11 @@ def rate(records: list[dict], store: StatuteStore, gold: dict[str, list[str]] | 
     loop_kinds = Counter(loops(r["answer"]) for r in records)
     out["loops"] = (n - loop_kinds[None]) / n if n else 0.0
     cites, statuses, gold_n, gold_cited, gold_retrieved, rag_n = 0, Counter(), 0, 0, 0, 0
-    quotes = Counter()
+    quotes, confirmed = Counter(), 0
     for r in records:
         verdicts = [v for v in check_citations(r["answer"], store) if v.status != "law_in_force"]
+        judge_relevance(verdicts, r["instruction"])  # today's --rag retriever judges the fit, for every file alike
+        confirmed += sum(v.confirmed for v in verdicts)
         cites += bool(verdicts)
         statuses.update(v.status for v in verdicts)
         for v in verdicts:
@@ -166,6 +171,7 @@ def rate(records: list[dict], store: StatuteStore, gold: dict[str, list[str]] | 
     total = sum(statuses.values())
     out.update({"cites": cites / n if n else 0.0, "citations": total,
                 "verified": statuses["verified"] / total if total else None, "citation_statuses": dict(statuses),
+                "confirmed": confirmed / total if total else None,
                 "gold_n": gold_n, "gold_cited": gold_cited / gold_n if gold_n else None,
                 "gold_retrieved": gold_retrieved / rag_n if rag_n else None, "quotes": quotes["quoted"],
                 "quotes_similar": quotes["similar"] / quotes["quoted"] if quotes["quoted"] else None,
@@ -192,7 +198,8 @@ def _pct(x) -> str:
 def table(results: dict[str, dict]) -> str:
     rows = [("n answers", lambda r: str(r["n"])), ("end by themselves", lambda r: _pct(r["ends"])),
             ("loop", lambda r: _pct(r["loops"])), ("cite ≥ 1 article", lambda r: _pct(r["cites"])),
-            ("citations verified", lambda r: f"{_pct(r['verified'])} of {r['citations']}"),
+            ("citations: the article exists, in force", lambda r: f"{_pct(r['verified'])} of {r['citations']}"),
+            ("confirmed: exists, quote faithful, fits the question", lambda r: _pct(r.get("confirmed"))),
             ("gold article cited", lambda r: f"{_pct(r['gold_cited'])} of {r['gold_n']}" if r["gold_n"] else "–"),
             ("gold article retrieved (recall@k)", lambda r: _pct(r["gold_retrieved"])),
             ("quotes similar (≥ 0.8) / faithful (numbers kept too)",

@@ -18,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # --rag's auto retriever must not depend on whether this checkout holds a trained one in models/retriever: none, unless
 # a test trains one and points LAWGPT_RETRIEVER_DIR at it
-os.environ.setdefault("LAWGPT_RETRIEVER_DIR", str(Path(tempfile.gettempdir()) / "lawgpt-tests-no-retriever"))
+os.environ.setdefault("LAWGPT_RETRIEVER_DIR", str(Path(tempfile.mkdtemp(prefix="lawgpt-tests-")) / "no-retriever"))
 # Tokenised training data (train_clm/finetune) is cached per session, never in the checkout: a cache hit from an
 # earlier run must not hide a build bug.
 if "LAWGPT_DATASET_CACHE" not in os.environ:

@@ -61,6 +61,7 @@ def test_rate_counts_each_figure(store):
     assert r["loops"] == 0.25
     assert r["cites"] == 0.5
     assert r["citations"] == 2 and r["verified"] == 0.5 and r["citation_statuses"]["not_found"] == 1
+    assert r["confirmed"] == 0.5  # 刑法第二百六十四条 fits 「入户偷东西怎么判？」 (BM25's top 5 holds it)
     assert r["gold_n"] == 2 and r["gold_cited"] == 0.5 and r["gold_retrieved"] == 0.5
     assert "new_token_rate" not in r
 

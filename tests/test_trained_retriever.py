@@ -256,3 +256,26 @@ def test_plain_words_take_the_lawyers_first_sentence_without_citations():
     assert plain_words(long) == "有经营能力的公民经过登记可以成为个体工商户。"  # whole sentences within 100 characters
     assert plain_words("根据《民法典》第五十四条，可以登记。") == ""
     assert plain_words("这个问题需要看具体情况" * 20) == ""
+
+
+@pytest.mark.parametrize("retriever", ["trained", "bm25"])
+def test_an_article_the_question_cites_comes_first(retriever, trained_dir, monkeypatch):
+    """LawBench 1-1 asks 「…第三十三条的内容是什么？」: no ranking put that article in its top 3, the lookup does."""
+    from utils.legal import rag
+
+    monkeypatch.setenv("LAWGPT_RETRIEVER_DIR", str(trained_dir))
+    hits = rag.retrieve("民法商法农民专业合作社法第三十三条的内容是什么？", 3, retriever)
+    assert hits[0].article.citation == "《农民专业合作社法》第三十三条" and [h.rank for h in hits] == [1, 2, 3]
+    both = rag.retrieve("依照《刑法》第二百六十四条和第二百六十七条处罚", 3, retriever)
+    assert [h.article.citation for h in both[:2]] == ["《刑法》第二百六十四条", "《刑法》第二百六十七条"]
+    plain = rag.retrieve("入户盗窃怎么判", 3, retriever)  # no citation: the retriever's own ranking
+    assert plain == (rag.trained_retriever() if retriever == "trained" else rag.default_index()).search("入户盗窃怎么判", 3)
+
+
+def test_a_named_law_overrides_the_law_router(trained_dir, index):
+    """The router knows only its training laws: it sent 「农民专业合作社法关于理事长…」 to 民法典 before."""
+    from utils.legal.trained_retriever import TrainedRetriever
+
+    retriever = TrainedRetriever.load(trained_dir, index)
+    hits = retriever.search("农民专业合作社法关于理事长是怎么规定的？", 3)
+    assert all(h.article.law_name == "中华人民共和国农民专业合作社法" for h in hits)

@@ -120,6 +120,7 @@ class BM25Index:
         self.indptr, self.postings, self.weights = indptr, postings, weights
         self.from_cache, self.build_seconds = from_cache, build_seconds
         self.cache_dir = CACHE_DIR  # load() sets where it found the index; the e5 vectors are kept beside it
+        self.row_of_id = {article.id: row for row, article in enumerate(articles)}
         self._law_rows: dict[str, np.ndarray] = {}
         self._charge_rows: dict[str, np.ndarray] = {}
         for row, article in enumerate(articles):

@@ -92,17 +92,38 @@ def check_retriever(retriever: str, index: BM25Index | None = None) -> str:
 
 
 def retrieve(question: str, top_k: int, retriever: str = "auto", index: BM25Index | None = None) -> list[Hit]:
-    """The ``top_k`` articles for ``question``, best first: the trained retriever (``auto`` when there is one), BM25,
-    or hybrid BM25 + e5."""
+    """The ``top_k`` articles for ``question``, best first: the articles the question itself cites (「《农民专业合作社法》
+    第三十三条的内容是什么？」: no ranking found that one, BM25's nor the trained one's), then the trained retriever's
+    (``auto`` when there is one), BM25's, or hybrid BM25 + e5's."""
     if retriever not in RETRIEVERS:
         raise ConfigError(f"retriever must be one of {', '.join(RETRIEVERS)}, got {retriever!r}")
     index = index or default_index()
     resolved = resolve_retriever(retriever)
     if resolved == "bm25":
-        return index.search(question, top_k)
-    if resolved == "trained":
-        return trained_retriever(index).search(question, top_k)
-    return reranker_for(index).hybrid_search(question, top_k)
+        hits = index.search(question, top_k)
+    elif resolved == "trained":
+        hits = trained_retriever(index).search(question, top_k)
+    else:
+        hits = reranker_for(index).hybrid_search(question, top_k)
+    named = cited_articles(question, index)
+    if not named:
+        return hits
+    ranked = named + [h.article for h in hits if h.article not in named]
+    scores = {h.article.id: h.score for h in hits}
+    return [Hit(a, scores.get(a.id, 0.0), rank) for rank, a in enumerate(ranked[:top_k], start=1)]
+
+
+def cited_articles(question: str, index: BM25Index) -> list:
+    """The indexed articles ``question`` cites (law and article number, as the citation checker reads them), in order."""
+    if "条" not in question:  # no 第N条: nothing to look up (the checker is the slow part of a short question)
+        return []
+    found = []
+    for v in check_citations(question, index.store):
+        if v.status == "verified" and v.number is not None:
+            article = index.store.lookup(v.law_name, v.number, v.suffix)
+            if article is not None and article.id in index.row_of_id and article not in found:
+                found.append(article)
+    return found
 
 
 @dataclass

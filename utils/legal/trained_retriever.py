@@ -9,7 +9,9 @@ lawyer cited (LeCoQA's training split, shipped as ``resources/lecoqa/train.jsonl
    question + lawyer's answer);
 2. **features** per candidate (``FEATURES``): its BM25 score and rank, how strongly similar questions cited it or its
    law, how often it and its law were cited at all, the probability of its law given the question (a logistic
-   regression over the training questions: law routing), whether the question names its law, its document type;
+   regression over the training questions: law routing; a law the question names gets all of it — the router knows
+   only its training laws and sent 「农民专业合作社法关于理事长是怎么规定的？」 to 民法典), whether the question names its
+   law, its document type;
 3. **score** — a logistic regression over these features, fitted on the training questions with hard negatives
    (the other candidates our own retrieval produces for them). A training question's features are computed
    without itself (leave-one-out memory, out-of-fold law routing), so the weights learn how much a *new*
@@ -40,7 +42,7 @@ from utils.common.paths import REPO_ROOT
 from utils.legal.bm25 import BM25Index, Hit, tokenize, top_rows
 from utils.legal.statutes import LAW_TYPES
 
-RANKER_VERSION = 1
+RANKER_VERSION = 2  # 2: a named law overrides the router (features of version 1 differ)
 DEFAULT_DIR = REPO_ROOT / "models" / "retriever"  # where the demo trains it and --rag looks for it
 BM25_DEPTH, NEIGHBOURS = 100, 20  # 5-fold CV on LeCoQA train: depth 200 and C 0.1–10 within ±0.005 of recall
 ROUTER_C, RANKER_C = 10.0, 1.0
@@ -178,11 +180,15 @@ def candidate_features(question: str, memory: Memory, exclude: int | None = None
         law = article.law_name
         times = memory.times_cited[r] - (r in own)
         law_times = memory.times_law_cited[law] - sum(index.articles[o].law_name == law for o in own)
-        column = memory.router_column.get(law)
+        if named:  # a law the question names is its law: the router, which knows only its training laws, gives way
+            p_law = 1 / len(named) if law in named else 0.0
+        else:
+            column = memory.router_column.get(law)
+            p_law = probs[column] if column is not None else 0.0
         features[i] = (bm25[r] / best, 1 / (1 + rank.get(r, BM25_DEPTH)), math.log1p(rank.get(r, BM25_DEPTH)),
                        cited[r], cited_best[r], cited_law[law], math.log1p(times), math.log1p(law_times),
                        law in named, article.doc_type in LAW_TYPES, r in cited or r in cited_answers, r in rank,
-                       math.log(1e-4 + (probs[column] if column is not None else 0.0)), cited_answers[r])
+                       math.log(1e-4 + p_law), cited_answers[r])
     return rows, features
 
 
