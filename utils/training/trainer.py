@@ -6,6 +6,7 @@ the arguments and the
 model they load are utils/training/setup.py's.
 """
 
+import atexit
 import json
 import math
 import os
@@ -45,6 +46,17 @@ def adapter_holds_embeddings(model) -> bool:
     return not embeddings_targeted and any(name.split(".")[-1] in EMBEDDING_LAYER_NAMES for name in trained)
 
 
+def _end_process_group() -> None:
+    """Under torchrun, end the process group before the interpreter tears it down: a live gloo group's threads can
+    abort a rank at exit ("terminate called without an active exception", SIGABRT), which failed 1 of 9 two-process
+    CPU runs of tests/test_fsdp.py on 2026-12-07. At exit, not after training: tests/fsdp_cpu.py trains twice in one
+    process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def make_trainer(prepared: Prepared, training: TrainingArguments, train_ds, eval_ds, trainer_class=None,
                  **trainer_kwargs):
     """The Trainer (or ``trainer_class``, e.g. trl's DPOTrainer, which then brings its own collator) with our
@@ -53,6 +65,9 @@ def make_trainer(prepared: Prepared, training: TrainingArguments, train_ds, eval
     from transformers.trainer import TRAINING_ARGS_NAME
 
     from utils.training.answer_logits import keep_answer_logits, supports_answer_logits
+
+    atexit.unregister(_end_process_group)  # once per process, however many trainers it makes
+    atexit.register(_end_process_group)
 
     class AdapterTrainer(trainer_class or Trainer):
         """Saves an adapter with only what merging and resuming need (see :func:`adapter_holds_embeddings`), and
