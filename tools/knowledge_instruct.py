@@ -65,7 +65,7 @@ from utils.datagen.statute_items import (  # noqa: E402
 )
 from utils.datagen.testset_overlap import LawBenchOverlap, read_lawbench  # noqa: E402
 from utils.lawbench.contamination import DEFAULT_THRESHOLD  # noqa: E402
-from utils.lecoqa.questions import read_question_file  # noqa: E402
+from utils.lecoqa.questions import SHIPPED_TRAIN, read_question_file  # noqa: E402
 from utils.legal.statutes import PRC, Article, StatuteError, StatuteStore, doc_types_option  # noqa: E402
 
 DEFAULT_LAWBENCH_DIR = ROOT / "data" / "eval" / "lawbench"  # what tools/prepare_lawbench.py writes
@@ -73,7 +73,6 @@ KINDS = ("article_content", "article_topic", "charge_definition", "article_charg
          "consultation_answer", "identity", "out_of_scope")
 RAG_KINDS = ("grounded_answer", "consultation_answer")  # items with retrieved articles as input: the law_rag template
 DEFAULT_KINDS = tuple(k for k in KINDS if k not in RAG_KINDS)
-CONSULTATION_QUESTIONS = ROOT / "resources" / "lecoqa" / "train.jsonl.xz"  # LeCoQA's train split (MIT)
 HELD_OUT_QUESTIONS = (ROOT / "resources" / "retrieval_questions.jsonl", ROOT / "resources" / "alignment_heldout.jsonl")
 GROUNDED_CANDIDATES = 3000  # grounded items built when --max_per_kind is 0 (each runs a retrieval)
 
@@ -288,7 +287,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lecoqa_dir", help="a LeCoQA checkout: its test questions' gold articles are never a grounded "
                                                "item's subject, and items sharing --overlap_threshold of a test question's "
                                                "or lawyer answer's n-grams are left out (excluded_lecoqa)")
-    parser.add_argument("--consultation_questions", type=Path, default=CONSULTATION_QUESTIONS,
+    parser.add_argument("--consultation_questions", type=Path, default=SHIPPED_TRAIN,
                         help="consultation_answer items: questions with gold articles and lawyers' answers, .jsonl(.xz) "
                              "(default: LeCoQA's train split, shipped)")
     parser.add_argument("--doc_types", default="laws",

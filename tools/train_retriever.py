@@ -18,7 +18,6 @@ the time and, with ``--cv_folds``, the cross-validated hit@k and recall@k agains
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,12 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 from utils.common.datafiles import DataError, files_sha256  # noqa: E402
 from utils.common.entry import run_entry  # noqa: E402
-from utils.lecoqa.questions import gold_articles, load_questions, read_question_file  # noqa: E402
+from utils.lecoqa.questions import SHIPPED_TRAIN, gold_articles, load_questions, read_question_file  # noqa: E402
 from utils.legal.bm25 import BM25Index  # noqa: E402
 from utils.legal.retriever_training import cross_validate, fit  # noqa: E402
 from utils.legal.trained_retriever import DEFAULT_DIR, memory_questions  # noqa: E402
-
-SHIPPED = ROOT / "resources" / "lecoqa" / "train.jsonl.xz"
+from utils.model.loader import write_run_info  # noqa: E402
 
 
 def read_training_questions(args: argparse.Namespace) -> tuple[list[dict], str]:
@@ -83,9 +81,7 @@ def main(args: argparse.Namespace) -> dict:
     run_info = {"tool": "tools/train_retriever.py", "output_dir": str(args.output_dir), "seconds": round(time.perf_counter() - start, 1),
                 "relevance_threshold": threshold, **{k: v for k, v in retriever.info.items() if k != "cross_validation"},
                 "cross_validation": info.get("cross_validation")}
-    tmp = Path(args.output_dir) / ".run_info.json.tmp"
-    tmp.write_text(json.dumps(run_info, ensure_ascii=False, indent=2), encoding="utf-8")
-    tmp.replace(Path(args.output_dir) / "run_info.json")
+    write_run_info(args.output_dir, run_info)
     cv = run_info["cross_validation"]
     if cv:
         print(f"[train_retriever] {cv['folds']}-fold CV: hit@5 {cv['hit@5']:.3f} (BM25 {cv['bm25_hit@5']:.3f}), "
@@ -98,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--questions", type=Path, default=SHIPPED,
+    source.add_argument("--questions", type=Path, default=SHIPPED_TRAIN,
                         help="training questions, .jsonl or .jsonl.xz: {question, gold: [article names], answer?} per "
                              "line (default: the shipped LeCoQA train split)")
     source.add_argument("--lecoqa_dir", help="a LeCoQA checkout: its data/example/train.json instead of --questions")

@@ -15,6 +15,7 @@ from pathlib import Path
 from utils.common.datafiles import DataError
 
 SPLITS = ("train", "test")
+SHIPPED_TRAIN = Path(__file__).resolve().parents[2] / "resources" / "lecoqa" / "train.jsonl.xz"  # LeCoQA train, MIT
 
 
 def load_questions(lecoqa_dir: str | Path, split: str = "test") -> list[dict]:
