@@ -89,3 +89,53 @@ def raw(server, body, key=KEY, path="/chat/completions", method="POST"):
 
 
 BASE = {"model": MODEL, "messages": [user("问题")], "max_tokens": 2}
+
+
+class TransformersServe:
+    """``transformers serve MODEL_DIR`` (an OpenAI-compatible server) as a subprocess on a free loopback port: the
+    upstream of ``--engine openai`` in the tests. ``url`` ends in /v1; stop() ends it."""
+
+    def __init__(self, model_dir: Path, timeout: float = 120.0):
+        import os
+        import subprocess
+        import sys
+
+        import httpx
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        cli = Path(sys.executable).with_name("transformers")
+        self.log = open(Path(model_dir).parent / f"serve-{self.port}.log", "w")
+        self.process = subprocess.Popen([str(cli), "serve", str(model_dir), "--host", "127.0.0.1", "--port",
+                                         str(self.port)], stdout=self.log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"transformers serve exited with {self.process.returncode}: see {self.log.name}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"transformers serve did not come up in {timeout:g} s: see {self.log.name}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except Exception:
+            self.process.kill()
+        self.log.close()
+
+
+def open_engine_of_kind(kind: str, model_dir: Path, upstream_url: str | None = None, gguf: Path | None = None,
+                        **options) -> Engine:
+    """An engine of one ``--engine`` kind on the same model: hf, openai (over ``upstream_url``), llama.cpp (``gguf``)."""
+    from utils.inference.engines import EngineChoice
+
+    choice = {"hf": EngineChoice(), "openai": EngineChoice("openai", engine_url=upstream_url),
+              "llama.cpp": EngineChoice("llama.cpp", gguf=str(gguf) if gguf else None, engine_threads=2)}[kind]
+    return Engine.from_pretrained(str(model_dir), choice=choice, **options)

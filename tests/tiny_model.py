@@ -75,8 +75,9 @@ def build_tiny_tokenizer(out_dir: Path, normalization: str = "identity"):
     return tokenizer
 
 
-def build_tiny_model(out_dir: Path) -> Path:
-    """Write a tokenizer + tiny LlamaForCausalLM into ``out_dir`` (``save_pretrained`` layout)."""
+def build_tiny_model(out_dir: Path, raw_bytes: bool = True) -> Path:
+    """Write a tokenizer + tiny LlamaForCausalLM into ``out_dir`` (``save_pretrained`` layout). ``raw_bytes=False``:
+    the model never writes a raw-byte token (see :func:`never_write_bytes`)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -95,8 +96,32 @@ def build_tiny_model(out_dir: Path) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
     )
-    LlamaForCausalLM(config).save_pretrained(str(out_dir))
+    model = LlamaForCausalLM(config)
+    if not raw_bytes:
+        never_write_bytes(model, tokenizer)
+    model.save_pretrained(str(out_dir))
     return out_dir
+
+
+def never_write_bytes(model, tokenizer, feature: int = 0) -> None:
+    """Make a random model unable to write raw-byte tokens (``<0xE4>``), greedy or sampled: a random model writes
+    byte runs that are not UTF-8, and ``transformers serve`` 5.23's stream decoder fails on them ("Invalid prefix
+    encountered while decoding stream"), where a trained model writes whole characters. Hidden feature ``feature``
+    is made a constant > 0 at every position (a constant embedding column that no layer writes to), and the byte
+    tokens' output rows read it with a large negative weight."""
+    import torch
+
+    from utils.inference.batching import byte_fallback_ids
+
+    with torch.no_grad():
+        embeddings = model.get_input_embeddings().weight
+        embeddings[:, feature] = embeddings.std()  # as large as the other features: the model's answers stay varied
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[feature, :] = 0.0
+            layer.mlp.down_proj.weight[feature, :] = 0.0
+        head = model.get_output_embeddings().weight
+        head[:, feature] = 0.0
+        head[sorted(byte_fallback_ids(tokenizer)), feature] = -1e4
 
 
 # Qwen's ChatML in short (with its default system message), for tests of --prompt_template chat.

@@ -233,7 +233,7 @@ def build_api(engine: Engine, settings: APISettings, rag=None):
                         return JSONResponse({}, status_code=499)  # nobody to answer; finally frees the slot
                     continue
                 if kind == "error":
-                    raise APIError(500, f"generation failed: {type(value).__name__}: {value}", type="server_error")
+                    raise generation_error(value)
                 if kind == "done":
                     break
         finally:
@@ -244,6 +244,17 @@ def build_api(engine: Engine, settings: APISettings, rag=None):
         return {**base, "object": "chat.completion", "choices": [choice], "usage": _usage(gen), **extras(gen)}
 
     return app
+
+
+def generation_error(error: BaseException) -> APIError:
+    """A request's generation error as the API's error: an engine's own status where it has one (``--engine openai``:
+    502 upstream failed, 504 upstream silent, 400 a request the upstream refused, 503 upstream busy), a ParamError's
+    field as 400, else 500."""
+    if isinstance(error, ParamError):
+        return bad_value(error.field, f"Invalid value for '{error.field}': {error}")
+    status = getattr(error, "status", 500)
+    kind = "invalid_request_error" if status == 400 else "server_error"
+    return APIError(status, f"generation failed: {type(error).__name__}: {error}", type=kind)
 
 
 async def _stream(events: asyncio.Queue, handle, base: dict, include_usage: bool, extras):
@@ -264,8 +275,7 @@ async def _stream(events: asyncio.Queue, handle, base: dict, include_usage: bool
                     yield delta({"content": value[len(sent):]})
                     sent = value
             elif kind == "error":
-                yield _sse({"error": {"message": f"generation failed: {type(value).__name__}: {value}",
-                                      "type": "server_error", "param": None, "code": None}})
+                yield _sse(generation_error(value).body())
                 break
             else:
                 gen = value

@@ -71,8 +71,10 @@ class Request:
     """A request: iterate it for the growing answer, :meth:`wait` for the :class:`Generation`, or pass
     ``listener(kind, value)``, called on the batcher thread: ("text", answer so far), ("done", Generation), ("error", e)."""
 
-    def __init__(self, ids: Sequence[int], params, stops: Sequence[str], listener: Callable | None = None):
+    def __init__(self, ids: Sequence[int], params, stops: Sequence[str], listener: Callable | None = None,
+                 prompt: str | None = None):
         self.ids, self.params, self.stops, self.listener = list(ids), params, tuple(stops), listener
+        self.prompt = prompt  # the text of ``ids``, for engines that take text (utils/inference/upstream.py)
         self.cancelled, self.finished = threading.Event(), threading.Event()
         self.result: Generation | None = None
         self.error: BaseException | None = None

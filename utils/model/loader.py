@@ -306,6 +306,35 @@ def load_for_inference(
     return LoadedModel(model, tokenizer, str(base), lora_weights, info.get("prompt_template"), info)
 
 
+def load_prompt_side(base_model: str | None, trust_remote_code: bool = False) -> LoadedModel:
+    """What an engine that runs the weights elsewhere (``--engine openai|llama.cpp|vllm``) needs here: the model
+    directory's tokenizer and the template and system prompt it was trained with (run_info.json), to build the same
+    prompt as ``--engine hf``; ``model`` is None. Raises ModelLoadError when the directory is missing."""
+    if not base_model:
+        raise ModelLoadError("--base_model is required with this --engine: the merged model directory, whose tokenizer "
+                             "and run_info.json build the prompt (the weights may live on the server)")
+    base = str(_require_dir(base_model, "base model"))
+    info = read_run_info(base)
+    tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code)
+    return LoadedModel(None, tokenizer, base, None, info.get("prompt_template"), info)
+
+
+def model_limits(directory: str | Path) -> tuple[int | None, list[int]]:
+    """(context length in tokens or None, end-of-turn token ids) from a model directory's config.json and
+    generation_config.json, without loading the weights; ([]) when a file is missing."""
+    context, eos = None, []
+    for name in ("config.json", "generation_config.json"):
+        path = Path(directory) / name
+        if not path.is_file():
+            continue
+        config = json.loads(path.read_text(encoding="utf-8"))
+        text = config.get("text_config") or config
+        context = context or text.get("max_position_embeddings")
+        ids = config.get("eos_token_id")
+        eos += ids if isinstance(ids, list) else [ids] if ids is not None else []
+    return context, sorted(set(eos))
+
+
 def _adapter_trains_embeddings(lora_weights: str | Path) -> bool:
     config = json.loads((Path(lora_weights) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     saved = config.get("modules_to_save") or []
