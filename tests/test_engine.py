@@ -232,8 +232,8 @@ def test_repetition_controls_count_the_answer_only_unless_told(penalize_prompt, 
     params = GREEDY.replace(no_repeat_ngram_size=1, repetition_penalty=1.0, penalize_prompt=penalize_prompt)
     row = _Row(Request([3, 4], params, ()), tokenizer=None, eos_ids=set(), started=0.0)
     row.new = [7]
-    input_ids = torch.tensor([[0, 3, 4, 7]])  # one pad, a 2-token prompt (width 3), one generated token
-    scores = RowProcessor([row], width=3, eos_ids=[])(input_ids, torch.zeros(1, 10))
+    input_ids = torch.tensor([[0, 3, 4, 7]])  # one pad, a 2-token prompt, one generated token (not read: the row's own)
+    scores = RowProcessor([row], eos_ids=[])(input_ids, torch.zeros(1, 10))
     assert {i for i in range(10) if scores[0, i] == -float("inf")} == banned
 
 

@@ -147,7 +147,8 @@ def test_generation_errors_are_shown_in_the_chat(server, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("simulated CUDA out of memory")
 
-    monkeypatch.setattr(engine.model, "generate", broken)
+    monkeypatch.setattr(engine.model, "generate", broken)  # batch-at-a-time
+    monkeypatch.setattr(engine.model, "forward", broken)  # iteration-level (utils/inference/iteration.py)
     for streaming in (True, False):
         reply = client(url).predict(QUESTION, *params(streaming=streaming), api_name="/chat")
         assert "RuntimeError: simulated CUDA out of memory" in notes_of(reply)[TITLE_ERROR]

@@ -2,17 +2,17 @@
 
 One thread (:class:`Batcher`) owns the model. Callers :meth:`~Batcher.submit` requests (token ids + their
 GenerationParams) and read events from the returned :class:`Request`; the batcher gathers a burst of arrivals
-(until ``batch_wait_s`` passes without a new one, 10x that at most) and runs it as one left-padded
-``model.generate``. Requests that arrive while a batch runs wait for the next one: batch-at-a-time, not
-iteration-level continuous batching (HF caches of sliding-window models such as Gemma cannot be merged safely
-mid-generation; transformers' own continuous batching has no per-request repetition penalty — see RESULTS.md).
+(until ``batch_wait_s`` passes without a new one, 10x that at most) and starts it as one left-padded batch. Where the
+model's cache allows it (plain and sliding-window attention: LLaMA, Qwen, Gemma-3, …), the batch is stepped token by
+token and requests that arrive while it runs join it at the next step (iteration-level scheduling,
+utils/inference/iteration.py); otherwise, and for beam search, it is one ``model.generate`` and later requests wait
+for the next batch (batch-at-a-time).
 
-Inside a batch, generation runs greedy and :class:`RowProcessor` applies each row's own settings — repetition
-penalty, n-gram ban, EOS masking (HF's processors, on the row's real tokens, never its padding) and, when it
-samples, a draw from its own seeded generator that leaves only the drawn token. :class:`RowController` ends each
-row on EOS, its stop strings, its ``max_new_tokens`` or its cancellation, and streams its text. So a greedy
-answer does not depend on what else is in the batch (tested against one-by-one), and a seeded sample is
-reproducible.
+Inside a batch, :class:`RowProcessor` applies each row's own settings — repetition penalty, n-gram ban, EOS masking
+(HF's processors, on the row's own tokens, never padding) and, when it samples, a draw from its own seeded generator
+that leaves only the drawn token; the next token is the argmax. :class:`_Row` ends each row on EOS, its stop
+strings, its ``max_new_tokens`` or its cancellation, and streams its text. So a greedy answer does not depend on
+what else is in the batch or when it joined (tested against one-by-one), and a seeded sample is reproducible.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from utils.common.errors import ConfigError, LawgptError
+from utils.inference.iteration import IterativeRun, supports_iteration
 from utils.inference.row_processing import RowController, RowProcessor
 from utils.inference.stopping import StopOnEvent, StopOnText, held_back, without_thinking
 
@@ -184,7 +185,7 @@ class Batcher:
     """The model's one user: gathers submitted requests into batches and runs them (see the module docstring)."""
 
     def __init__(self, model, tokenizer, eos_ids: Sequence[int], max_batch_size: int = 16, max_queue: int = 64,
-                 batch_wait_s: float = 0.03):
+                 batch_wait_s: float = 0.03, iterative: bool | None = None):
         if max_batch_size < 1 or max_queue < 1 or batch_wait_s < 0:
             raise ConfigError("max_batch_size and max_queue must be >= 1, batch_wait_s >= 0")
         self.model, self.tokenizer, self.eos_ids = model, tokenizer, sorted(eos_ids)
@@ -196,6 +197,9 @@ class Batcher:
         self._closed = False
         self.running = 0  # requests in the batch being generated that have not finished yet
         self.batches = 0  # batches started so far (for tests and benchmarks)
+        self.joined = 0  # requests that joined a batch already running (utils/inference/iteration.py)
+        # iteration-level scheduling where the model's cache allows it, else batch-at-a-time (module docstring)
+        self.iterative = iterative if iterative is not None else supports_iteration(model)
 
     @property
     def waiting(self) -> int:  # requests queued for a later batch
@@ -267,10 +271,13 @@ class Batcher:
             if not live:
                 continue
             self.running = len(live)
-            self.batches += 1  # counted at the start: its callers may hear "done" before the batch winds up
+            if not (self.iterative and live[0].params.num_beams == 1):  # an iterative run counts its own starts
+                self.batches += 1  # counted at the start: its callers may hear "done" before the batch winds up
             try:
                 if live[0].params.num_beams > 1:
                     self._run_beams(live[0])
+                elif self.iterative:
+                    self._run_iterative(live)
                 else:
                     self._run(live)
             except Exception as e:  # handed to every caller of the batch; the batcher keeps serving
@@ -279,6 +286,35 @@ class Batcher:
                         request._emit("error", e)
             finally:
                 self.running = 0
+
+    def _admit(self, capacity: int) -> list[Request]:
+        """Whole groups of waiting requests, in arrival order, that fit ``capacity`` rows (beam search waits for the
+        batch to end); the ones cancelled meanwhile end here."""
+        taken, gone = [], []
+        with self._cv:
+            while self._pending and not self._closed:
+                group = self._pending[0][1]
+                if group[0].params.num_beams > 1 or len(taken) + len(group) > capacity:
+                    break
+                self._pending.popleft()
+                for request in group:
+                    (gone if request.cancelled.is_set() else taken).append(request)
+        for request in gone:
+            request._emit("done", Generation("", len(request.ids), 0, "stopped", 0.0))
+        return taken
+
+    def _run_iterative(self, requests: list[Request]) -> None:
+        """The batch stepped token by token, admitting waiting requests between steps (utils/inference/iteration.py)."""
+        run = IterativeRun(self.model, self.tokenizer.pad_token_id, self.eos_ids, self.max_batch_size,
+                           make_row=lambda r, started: _Row(r, self.tokenizer, set(self.eos_ids), started, self.byte_ids),
+                           admit=self._admit, counters=self)
+        try:
+            run.run(requests)
+        except Exception as e:  # the batch failed: every row in it hears it, joined ones too
+            for row in run.rows:
+                if not row.request.finished.is_set():
+                    row.request._emit("error", e)
+            raise
 
     def _config(self, **overrides):
         from transformers import GenerationConfig
@@ -320,7 +356,7 @@ class Batcher:
         controller = RowController(rows, on_step=lambda unfinished: setattr(self, "running", unfinished))
         with torch.inference_mode():
             self.model.generate(**inputs, generation_config=config,
-                                logits_processor=LogitsProcessorList([RowProcessor(rows, width, self.eos_ids)]),
+                                logits_processor=LogitsProcessorList([RowProcessor(rows, self.eos_ids)]),
                                 stopping_criteria=StoppingCriteriaList([controller]))
         for row in rows:  # generate ended on its own length limit
             row.finish("stopped" if row.request.cancelled.is_set() else "length", len(row.new))

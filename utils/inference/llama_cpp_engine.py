@@ -118,7 +118,7 @@ class LlamaCppBackend:
         row = _Row(request, self.engine.tokenizer, set(self.engine.eos_ids), started, self.byte_ids)
         if request.cancelled.is_set():
             return row.finish("stopped", 0)
-        processor = RowProcessor([row], len(request.ids), self.engine.eos_ids)
+        processor = RowProcessor([row], self.engine.eos_ids)
         self.llm.reset()
         self.llm.eval(request.ids)
         ids = torch.tensor([request.ids])

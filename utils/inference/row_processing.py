@@ -3,7 +3,9 @@ utils/inference/batching.py hands to ``model.generate``.
 
 ``rows`` are the batcher's rows: each has ``params`` (GenerationParams), ``request.ids`` (the prompt's ids),
 ``new`` (its generated ids), ``generator`` (a seeded torch.Generator when it samples, else None), ``done`` and
-``add(token)`` and ``fail(error)``. Generation itself runs greedy: :class:`RowProcessor` turns each row's scores into
+``add(token)`` and ``fail(error)``. The processor reads a row's tokens from ``request.ids`` and ``new``, never from
+the batch's padded layout, so a row keeps its settings when it moves between batches (mid-batch admission,
+utils/inference/iteration.py) and on engines that keep no batch tensor (llama.cpp). Generation itself runs greedy: :class:`RowProcessor` turns each row's scores into
 its own choice. A row whose settings or numbers fail ends alone with its error (``fail``); the other rows of the batch
 go on untouched, so one user's request never fails another's.
 """
@@ -16,15 +18,28 @@ from collections.abc import Callable, Sequence
 class RowProcessor:
     """Per-row logits processing inside one greedy ``generate`` (see the module docstring)."""
 
-    def __init__(self, rows: list, width: int, eos_ids: Sequence[int]):
-        self.rows, self.width, self.eos_ids = rows, width, list(eos_ids)
-        self.chains = []
-        for row in rows:
-            try:
-                self.chains.append(self._chain(row.params, row.generator is not None))
-            except Exception as e:  # this row's settings: it alone ends with the error
-                row.fail(e)
-                self.chains.append(([], []))
+    def __init__(self, rows: list, eos_ids: Sequence[int]):
+        self.rows, self.eos_ids = list(rows), list(eos_ids)
+        self.chains = [self.chain_of(row) for row in self.rows]
+
+    @classmethod
+    def chain_of(cls, row) -> tuple[list, list]:
+        """The row's processors and warpers; on bad settings the row alone fails and gets none."""
+        try:
+            return cls._chain(row.params, row.generator is not None)
+        except Exception as e:  # this row's settings: it alone ends with the error
+            row.fail(e)
+            return [], []
+
+    def add(self, row) -> None:
+        """A row joins the batch (mid-batch admission): its scores are the next row of ``scores``."""
+        self.rows.append(row)
+        self.chains.append(self.chain_of(row))
+
+    def keep(self, indices: Sequence[int]) -> None:
+        """Only the rows at ``indices`` stay (the others finished and left the batch)."""
+        self.rows = [self.rows[i] for i in indices]
+        self.chains = [self.chains[i] for i in indices]
 
     @staticmethod
     def _chain(p, sampling: bool) -> tuple[list, list]:
@@ -52,11 +67,12 @@ class RowProcessor:
         return chain, warpers
 
     def __call__(self, input_ids, scores):
+        """``scores`` (rows, vocab) with each row's settings applied; ``input_ids`` is not read (see the module)."""
         for i, row in enumerate(self.rows):
             if row.done:
                 continue
             try:
-                scores[i] = self._row_scores(i, row, input_ids, scores)
+                scores[i] = self._row_scores(i, row, scores)
             except Exception as e:  # numerics or a processor failed for this row: it alone ends with the error
                 row.fail(e)
             if row.done:  # failed now or before: a fixed, finite choice keeps the batch's tensors clean
@@ -64,13 +80,17 @@ class RowProcessor:
                 scores[i, self.eos_ids[0] if self.eos_ids else 0] = 0.0
         return scores
 
-    def _row_scores(self, i: int, row, input_ids, scores):
+    def _row_scores(self, i: int, row, scores):
         import torch
 
         chain, warpers = self.chains[i]
-        seen = input_ids[i:i + 1, self.width - len(row.request.ids):]  # the row's own tokens, no padding
         s = scores[i:i + 1]
-        counted = seen if row.params.penalize_prompt else input_ids[i:i + 1, self.width:]  # answer only
+        if not chain and row.generator is None and not (row.params.ignore_eos or len(row.new) < row.params.min_new_tokens):
+            if bool(torch.isnan(s).any()) or not bool(torch.isfinite(s.max())):
+                raise FloatingPointError("the scores are NaN or infinite")
+            return s[0]  # greedy, nothing to apply
+        seen = torch.tensor([row.request.ids + row.new], device=s.device)  # the row's own tokens, no padding
+        counted = seen if row.params.penalize_prompt else seen[:, len(row.request.ids):]  # answer only
         for proc in chain:
             s = proc(counted, s)
         if row.params.ignore_eos or len(row.new) < row.params.min_new_tokens:

@@ -52,7 +52,9 @@ def _vllm_fields(p) -> dict:
 
 
 def _llama_cpp_fields(p) -> dict:
-    return {"repeat_penalty": p.repetition_penalty, "top_k": p.top_k, "ignore_eos": p.ignore_eos}
+    # min_p 0: llama.cpp samples with min_p 0.05 by default, which we do not have
+    return {"repeat_penalty": p.repetition_penalty, "top_k": p.top_k, "min_p": 0.0, "min_tokens": p.min_new_tokens,
+            "ignore_eos": p.ignore_eos}
 
 
 def _transformers_fields(p) -> dict:
@@ -68,7 +70,7 @@ def _transformers_fields(p) -> dict:
 EXTRA_FIELDS = {
     "vllm": (_vllm_fields, {"repetition_penalty", "top_k", "min_new_tokens", "ignore_eos"}),
     "sglang": (_vllm_fields, {"repetition_penalty", "top_k", "min_new_tokens", "ignore_eos"}),
-    "llama.cpp": (_llama_cpp_fields, {"repetition_penalty", "top_k", "ignore_eos"}),
+    "llama.cpp": (_llama_cpp_fields, {"repetition_penalty", "top_k", "min_new_tokens", "ignore_eos"}),
     "transformers": (_transformers_fields, {"repetition_penalty", "no_repeat_ngram_size", "top_k", "min_new_tokens"}),
     "generic": (lambda p: {}, set()),
 }
