@@ -1,6 +1,6 @@
 """Consultation-answer items: real layperson questions (LeCoQA's train split, shipped in resources/lecoqa/), the
 articles ``--rag`` retrieves for each, and an answer that says the matter in plain words first, then cites and quotes
-the article that settles it (issue 31, item 2).
+the article that settles it — or says the retrieved articles do not (issue 31, item 2).
 
 - the **question** is the layperson's own wording (「房东不退押金怎么办？」), which the templated grounded questions
   (utils/datagen/grounded.py) never have;
@@ -9,9 +9,8 @@ the article that settles it (issue 31, item 2).
   the gold article sits among the distractors real retrieval gives, often not first;
 - the **output** starts with the lawyer's first sentence (「您好，」 dropped; left out when it names an article itself,
   which the model must only cite from its input) and then 「根据《…》第N条规定：“…”」 for the best-ranked gold article
-  among the given ones. A question whose gold article was not retrieved gives no item: "the articles do not settle
-  it" for a real legal question taught the demo to decline legal questions as out of scope (4 of 37 dev questions,
-  0 without those items; benchmarks/LOG.md, 2026-12-07). The grounded items still teach that answer.
+  among the given ones. When no gold article was retrieved, or for ``drop_gold`` of the items where it is taken out on
+  purpose, the output says the retrieved articles do not settle the question.
 
 LeCoQA's test split is never used (its questions are the benchmark); a gold article of the held-out everyday question
 sets is never cited (``held_out``), as for the grounded items.
@@ -22,7 +21,7 @@ from __future__ import annotations
 import random
 import re
 
-from utils.datagen.grounded import quote
+from utils.datagen.grounded import NOT_SETTLED, quote
 from utils.legal.bm25 import BM25Index
 from utils.legal.rag import default_index, format_articles, resolve_retriever, trained_retriever
 from utils.legal.statutes import Article, StatuteStore
@@ -42,7 +41,8 @@ def plain_words(lawyer_answer: str) -> str:
 
 
 def consultation_items(questions: list[dict], store: StatuteStore, rng: random.Random, limit: int, top_k: int = 3,
-                       index: BM25Index | None = None, held_out: set[tuple] = frozenset()) -> list[dict]:
+                       drop_gold: float = 0.1, index: BM25Index | None = None,
+                       held_out: set[tuple] = frozenset()) -> list[dict]:
     """Up to ``limit`` items (module docstring) from ``questions`` ({question, answer, gold: [article names]}, as
     utils/lecoqa/questions.read_question_file returns them), picked at random."""
     from utils.lecoqa.questions import gold_articles
@@ -59,14 +59,16 @@ def consultation_items(questions: list[dict], store: StatuteStore, rng: random.R
         gold, _ = gold_articles(q["gold"], store)
         if not gold or gold & held_out:
             continue
-        hits = ranker.search(q["question"], top_k, leave_out_self=True) if ranker else index.search(q["question"], top_k)
+        hits = ranker.search(q["question"], top_k + 1, leave_out_self=True) if ranker else \
+            index.search(q["question"], top_k + 1)
+        if any(_key(h.article) in gold for h in hits[:top_k]) and rng.random() < drop_gold:
+            hits = [h for h in hits if _key(h.article) not in gold]
+        hits = hits[:top_k]
         given = [h for h in hits if _key(h.article) in gold]
-        if not given:  # not settled by what was retrieved: no item (module docstring)
-            continue
-        output = _answer(given[0].article, plain_words(q.get("answer") or ""))
+        output = rng.choice(NOT_SETTLED) if not given else _answer(given[0].article, plain_words(q.get("answer") or ""))
         items.append({"instruction": q["question"], "input": format_articles(hits), "output": output,
-                      "kind": "consultation_answer", "source": given[0].article.citation,
-                      "_key": _key(given[0].article), "_context": [_key(h.article) for h in hits]})
+                      "kind": "consultation_answer", "source": given[0].article.citation if given else "not_settled",
+                      "_key": _key(given[0].article) if given else None, "_context": [_key(h.article) for h in hits]})
     return items
 
 
