@@ -49,6 +49,7 @@ def main(
     max_batch_size: int = 16,
     max_queue: int = 64,
     batch_wait_ms: float = 30.0,
+    batching: str = "auto",
     default_max_tokens: int = 512,
     temperature: float = 0.0,
     repetition_penalty: float = 1.1,
@@ -71,6 +72,8 @@ def main(
         max_batch_size: requests generated together at most.
         max_queue: requests that may wait (more: 503).
         batch_wait_ms: a batch starts once no request arrived for this long (10x at most after the first).
+        batching: --engine hf: auto = a request that arrives while a batch runs joins it at the next token (models
+            with plain or sliding-window attention; utils/inference/iteration.py); batch = it waits for the batch.
         default_max_tokens: answer length when a request sets no max_tokens.
         temperature: default when a request sets none (0 = greedy).
         repetition_penalty: default when a request sets none (1.0 = off).
@@ -96,7 +99,8 @@ def main(
                            # on a loopback address only loopback Host names: a web page cannot reach it by DNS rebinding
                            allowed_hosts=LOOPBACK_NAMES if host in LOOPBACK else None)
     engine, rag_module = open_engine(model, retrieval, "api", system_prompt=system_prompt,
-                                     max_batch_size=max_batch_size, max_queue=max_queue, batch_wait_ms=batch_wait_ms)
+                                     max_batch_size=max_batch_size, max_queue=max_queue, batch_wait_ms=batch_wait_ms,
+                                     batching=batching)
     if rag_module:  # auto resolved once: every request to this server uses the same retriever
         settings = replace(settings, rag_retriever=rag_module.resolve_retriever(settings.rag_retriever))
     if host not in LOOPBACK and key is None:

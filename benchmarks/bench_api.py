@@ -13,9 +13,15 @@ content), and tokens/s relative to 1 client. Completion tokens are the server's 
 ``--tokenizer`` when a server sends none). With ``--repeats`` > 1 the targets run in alternating order per
 repeat, and the median tokens/s is kept (TTFTs are pooled): the machines are shared, so compare within a run.
 
+``--arrivals poisson --rate R --requests N`` (issue 32): instead of closed loops, N requests are sent at random
+times — exponential gaps, R per second on average, the same seeded schedule for every server — by a pool of
+``--clients`` threads, so a request can arrive while others run, as with real users. Reported: TTFT p50/p95 (from
+the scheduled send time), aggregate tokens/s (first send to last answer) and the mean number in flight.
+
 ``--model_dir`` starts the servers itself, one at a time, on free loopback ports: ``ours`` = ``api.py`` (repetition penalty off,
-so both decode the same way), ``hf`` = ``transformers serve``, ``hf_cb`` = ``transformers serve
---continuous-batching`` (256 blocks of 32 tokens). A model without a chat template is served to ``transformers serve`` through a linked
+so both decode the same way; requests join running batches), ``ours_batch`` = the same with ``--batching batch``
+(batch-at-a-time), ``llama_cpp`` = ``api.py --engine llama.cpp --gguf GGUF``, ``hf`` = ``transformers serve``,
+``hf_cb`` = ``transformers serve --continuous-batching`` (256 blocks of 32 tokens). A model without a chat template is served to ``transformers serve`` through a linked
 copy with our template written in (tools/write_chat_template.py), so both see the same prompt.
 """
 
@@ -84,14 +90,20 @@ class Target:
             self.proc.wait(60)
 
 
-def start(name: str, model_dir: Path, work: Path, threads: int | None) -> Target:
+def start(name: str, model_dir: Path, work: Path, threads: int | None, gguf: str | None = None) -> Target:
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    if name == "ours":
+    if name in ("ours", "ours_batch", "llama_cpp"):
         cmd = [sys.executable, str(ROOT / "api.py"), "--base_model", str(model_dir), "--port", str(port),
                "--served_model_name", "bench", "--repetition_penalty", "1.0", "--log_level", "warning"]
+        if name == "ours_batch":
+            cmd += ["--batching", "batch"]
+        if name == "llama_cpp":
+            if not gguf:
+                raise ValueError("the llama_cpp target needs --gguf (tools/export_gguf.py writes one)")
+            cmd += ["--engine", "llama.cpp", "--gguf", gguf] + (["--engine_threads", str(threads)] if threads else [])
         model = "bench"
     else:
         served = model_dir
@@ -171,11 +183,67 @@ def run_level(target: Target, clients: int, requests: int, questions: list[str],
             "tokens": tokens, "tokens_per_s": tokens / wall, "ttfts": [r["ttft"] for r in results]}
 
 
+def run_arrivals(target: Target, clients: int, requests: int, rate: float, questions: list[str], max_tokens: int,
+                 tokenizer, stop: str = STOP, seed: int = 0) -> dict:
+    """``requests`` sent at Poisson times (``rate`` per second, seeded) by ``clients`` threads; see the docstring."""
+    import random
+
+    rng = random.Random(seed)
+    times, t = [], 0.0
+    for _ in range(requests):
+        t += rng.expovariate(rate)
+        times.append(t)
+    results, errors, lock = [], [], threading.Lock()
+    next_index, in_flight, samples = [0], [0], []
+    connections = [target.client() for _ in range(clients)]
+    start_time = time.perf_counter() + 0.5
+
+    def client_loop(k: int) -> None:
+        while True:
+            with lock:
+                i = next_index[0]
+                next_index[0] += 1
+            if i >= requests:
+                return
+            due = start_time + times[i]
+            time.sleep(max(0.0, due - time.perf_counter()))
+            with lock:
+                in_flight[0] += 1
+                samples.append(in_flight[0])
+            try:
+                r = one_request(target, connections[k], questions[i % len(questions)], max_tokens, tokenizer, stop)
+                r["ttft"] += time.perf_counter() - r["seconds"] - due  # from the scheduled time: a late send counts
+            except Exception as e:  # counted and reported, never hidden
+                with lock:
+                    errors.append(f"{type(e).__name__}: {e}")
+                continue
+            finally:
+                with lock:
+                    in_flight[0] -= 1
+            with lock:
+                results.append(r)
+
+    threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start_time - times[0]
+    tokens = sum(r["tokens"] for r in results)
+    return {"target": target.name, "clients": clients, "requests": len(results), "errors": errors, "wall_s": wall,
+            "tokens": tokens, "tokens_per_s": tokens / wall, "ttfts": [r["ttft"] for r in results],
+            "mean_in_flight": statistics.mean(samples) if samples else 0.0, "rate": rate}
+
+
 def main(base_url: str | None = None, model: str | None = None, api_key: str | None = None,
          model_dir: str | None = None, targets: str = "ours,hf", clients: str = "1,4,16", min_requests: int = 4,
          max_tokens: int = 32, repeats: int = 1, threads: int | None = None, tokenizer: str | None = None,
-         stop: str = STOP, output: str = "outputs/bench_api.json") -> dict:
-    """Measure; see the module docstring. --targets: ours, hf, hf_cb (with --model_dir)."""
+         stop: str = STOP, output: str = "outputs/bench_api.json", arrivals: str = "closed", rate: float = 1.0,
+         requests: int = 48, gguf: str | None = None, seed: int = 0) -> dict:
+    """Measure; see the module docstring. --targets: ours, ours_batch, llama_cpp (--gguf), hf, hf_cb (with
+    --model_dir). --arrivals closed (each client one request after another) or poisson (--rate, --requests)."""
+    if arrivals not in ("closed", "poisson"):
+        raise ValueError(f"--arrivals {arrivals!r}: closed or poisson")
     levels = [int(c) for c in str(clients).replace("(", "").replace(")", "").split(",") if str(c).strip()]
     questions = [item["instruction"] for item in load_instruction_data(ROOT / "resources" / "example_infer_data.json",
                                                                          require_output=False)]
@@ -200,16 +268,20 @@ def main(base_url: str | None = None, model: str | None = None, api_key: str | N
             if name == "url":
                 target = Target("url", base_url, model or "", api_key or os.environ.get("OPENAI_API_KEY", "none"))
             else:
-                target = start(name, Path(model_dir), work, threads)
+                target = start(name, Path(model_dir), work, threads, gguf)
             try:
                 target.wait_ready()
                 for level in levels:
-                    row = run_level(target, level, max(level, min_requests), questions, max_tokens, tok, stop)
+                    if arrivals == "poisson":
+                        row = run_arrivals(target, level, requests, rate, questions, max_tokens, tok, stop, seed)
+                    else:
+                        row = run_level(target, level, max(level, min_requests), questions, max_tokens, tok, stop)
                     row["repeat"] = repeat
                     rows.append(row)
                     print(f"[bench_api] {name:6s} {level:3d} clients: {row['tokens_per_s']:7.2f} tok/s, TTFT p50 "
-                          f"{percentile(row['ttfts'], 0.5):.2f} s, {row['requests']} requests, "
-                          f"{len(row['errors'])} errors", flush=True)
+                          f"{percentile(row['ttfts'], 0.5):.2f} s, p95 {percentile(row['ttfts'], 0.95):.2f} s, "
+                          f"{row['requests']} requests, {len(row['errors'])} errors"
+                          + (f", {row['mean_in_flight']:.1f} in flight" if arrivals == "poisson" else ""), flush=True)
             finally:
                 target.stop()
     summary = summarize(rows, names, levels)
@@ -218,7 +290,8 @@ def main(base_url: str | None = None, model: str | None = None, api_key: str | N
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps({"settings": {"max_tokens": max_tokens, "min_requests": min_requests, "repeats": repeats,
-                                            "threads": threads, "model_dir": model_dir, "base_url": base_url, "stop": stop},
+                                            "threads": threads, "model_dir": model_dir, "base_url": base_url, "stop": stop,
+                                            "arrivals": arrivals, "rate": rate, "requests": requests, "seed": seed},
                                "summary": summary, "rows": rows}, ensure_ascii=False, indent=2), encoding="utf-8")
     os.replace(tmp, out)
     return summary
@@ -235,7 +308,8 @@ def summarize(rows: list[dict], names: list[str], levels: list[int]) -> list[dic
             base = rate if level == levels[0] else base
             summary.append({"target": name, "clients": level, "tokens_per_s": rate, "vs_first_level": rate / base,
                             "ttft_p50": percentile(ttfts, 0.5), "ttft_p95": percentile(ttfts, 0.95),
-                            "requests": sum(r["requests"] for r in mine), "errors": sum(len(r["errors"]) for r in mine)})
+                            "requests": sum(r["requests"] for r in mine), "errors": sum(len(r["errors"]) for r in mine),
+                            "mean_in_flight": statistics.mean(r.get("mean_in_flight", 0.0) for r in mine)})
     return summary
 
 

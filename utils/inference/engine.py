@@ -38,6 +38,9 @@ from utils.model.loader import LoadedModel, load_for_inference, load_prompt_side
 __all__ = ["DEFAULT_TEMPLATE", "Engine", "Generation", "GenerationParams", "PromptTooLongError", "QueueFullError"]
 
 DEFAULT_TEMPLATE = "law_template"
+# auto: requests join a running batch where the model's cache allows it (utils/inference/iteration.py);
+# batch: batch-at-a-time, a request arriving during a batch waits for it to end (the baseline of benchmarks)
+BATCHING = ("auto", "batch")
 
 
 class PromptTooLongError(LawgptError, ValueError):
@@ -155,7 +158,7 @@ class Engine:
 
     def __init__(self, loaded: LoadedModel, prompt_template: str | None = None, system_prompt: str | None = None,
                  max_batch_size: int = 16, max_queue: int = 64, batch_wait_ms: float = 30.0,
-                 backend: Callable | None = None):
+                 backend: Callable | None = None, batching: str = "auto"):
         self.loaded = loaded
         self.model = loaded.model  # None when the weights run elsewhere (backend)
         self.tokenizer = loaded.tokenizer
@@ -171,8 +174,10 @@ class Engine:
         if backend is None:
             if self.model is None:
                 raise ConfigError("an engine without a model in this process needs a backend")
+            if batching not in BATCHING:
+                raise ConfigError(f"--batching {batching!r}: choose one of {', '.join(BATCHING)}")
             self.batcher = Batcher(self.model, self.tokenizer, self.eos_ids, max_batch_size, max_queue,
-                                   batch_wait_ms / 1000)
+                                   batch_wait_ms / 1000, iterative=None if batching == "auto" else False)
         else:
             self.batcher = backend(self)
 
@@ -191,7 +196,7 @@ class Engine:
         **engine_options,
     ) -> Engine:
         """Load and wrap a model; ``choice``: the ``--engine*`` flags (utils/inference/engines.py; default ``hf``);
-        ``engine_options``: system_prompt, max_batch_size, max_queue, batch_wait_ms. Raises ConfigError,
+        ``engine_options``: system_prompt, max_batch_size, max_queue, batch_wait_ms, batching. Raises ConfigError,
         ModelLoadError, and UpstreamError when an ``openai`` engine's server cannot be reached."""
         choice = choice or EngineChoice()
         check_choice(choice, lora_weights)
@@ -200,6 +205,7 @@ class Engine:
             return cls(loaded, prompt_template, **engine_options)
         loaded = load_prompt_side(base_model, trust_remote_code)
         backend = backend_factory(choice, engine_options.get("max_batch_size", 16), engine_options.get("max_queue", 64))
+        engine_options.pop("batching", None)  # the other engines schedule requests themselves
         return cls(loaded, prompt_template, backend=backend, **engine_options)
 
     def close(self, timeout: float = 30.0) -> None:
