@@ -9,6 +9,7 @@ The API bar on each engine is tests/test_api.py (its ``engine`` fixture).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -263,3 +264,73 @@ def test_vllm_backend_maps_our_settings_and_streams_through_our_stops(tiny_plain
             engine.generate([prompt], GenerationParams(no_repeat_ngram_size=3))
     finally:
         engine.close()
+
+
+def test_serve_script_puts_our_api_in_front_of_llama_cpps_server(tiny_plain_model_dir, tmp_path):
+    """scripts/serve.sh on a CPU: the model exported to GGUF once, llama.cpp's server on a loopback port, api.py in
+    front with --engine openai; the answer is the hf engine's (f32, greedy); stopping the script stops the engine."""
+    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not installed: "
+                                                       "bash scripts/install_llama_cpp.sh")
+    import os
+    import signal
+
+    import httpx
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_plain_model_dir, model)
+    engine_port, api_port = free_port(), free_port()
+    env = {**os.environ, "MODEL": str(model), "ENGINE": "llama.cpp", "GGUF_TYPE": "f32", "THREADS": "2",
+           "ENGINE_PORT": str(engine_port)}
+    log = open(tmp_path / "serve.log", "w")
+    process = subprocess.Popen(["bash", "scripts/serve.sh", "--", "--port", str(api_port), "--served_model_name", MODEL,
+                                "--api_key", KEY, "--repetition_penalty", "1.0"], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{api_port}/v1"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                if httpx.get(url.replace("/v1", "/health"), timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        from openai import OpenAI
+
+        client = OpenAI(base_url=url, api_key=KEY, max_retries=0, timeout=120)
+        reply = client.chat.completions.create(model=MODEL, messages=[user(QUESTIONS[0])], max_tokens=16)
+        hf = open_engine_of_kind("hf", model)
+        try:
+            want = hf.generate([hf.prompt(QUESTIONS[0])], GenerationParams(max_new_tokens=16, repetition_penalty=1.0))
+        finally:
+            hf.close()
+        assert reply.choices[0].message.content == want[0].text
+        assert (model.parent / "model.f32.gguf").is_file()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(60)
+        log.close()
+    with pytest.raises(httpx.HTTPError):  # the engine went with the script
+        httpx.get(f"http://127.0.0.1:{engine_port}/v1/models", timeout=2)
+
+
+def test_the_data_tools_local_back_end_takes_the_engine(tiny_plain_model_dir, transformers_serve_url):
+    """tools/self_instruct.py and clean_data.py's --backend local with --engine openai: the same completions."""
+    import argparse
+
+    from utils.datagen.llm_backends import add_generator_arguments, generator_from_args
+
+    parser = argparse.ArgumentParser()
+    add_generator_arguments(parser, "template")
+    base = ["--backend", "local", "--model_path", str(tiny_plain_model_dir)]
+    hf = generator_from_args(parser.parse_args(base))
+    upstream = generator_from_args(parser.parse_args(base + ["--engine", "openai", "--engine_url",
+                                                             transformers_serve_url]))
+    try:
+        hf.repetition_penalty = upstream.repetition_penalty = 1.0  # transformers serve takes no penalty field
+        prompts = QUESTIONS[:3]
+        kwargs = {"max_new_tokens": 12}
+        assert upstream.engine.model is None and upstream.complete(prompts, **kwargs) == hf.complete(prompts, **kwargs)
+    finally:
+        hf.engine.close()
+        upstream.engine.close()

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from utils.common.errors import LawgptError
+from utils.inference.engines import ENGINES
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -52,10 +53,12 @@ class LocalGenerator:
 
     @classmethod
     def from_pretrained(cls, model_path: str, lora_weights: str | None = None, prompt_template: str | None = None,
-                        device: str = "auto", **kwargs) -> LocalGenerator:
+                        device: str = "auto", choice=None, **kwargs) -> LocalGenerator:
+        """``choice``: the ``--engine*`` flags (utils/inference/engines.EngineChoice; default hf)."""
         from utils.inference.engine import Engine
 
-        return cls(Engine.from_pretrained(model_path, lora_weights, prompt_template, device=device), **kwargs)
+        return cls(Engine.from_pretrained(model_path, lora_weights, prompt_template, device=device, choice=choice),
+                   **kwargs)
 
     def complete(self, prompts: Sequence[str], max_new_tokens: int = 512, temperature: float = 0.0,
                  seed: int | None = None) -> list[str]:
@@ -194,6 +197,11 @@ def add_generator_arguments(parser: argparse.ArgumentParser, default_template_mo
                             f"(instruction-tuned models); default {default_template_mode}")
     group.add_argument("--device", default="auto", help="local: auto | cpu | cuda | mps")
     group.add_argument("--batch_size", type=int, default=4, help="local: prompts generated together")
+    group.add_argument("--engine", choices=ENGINES, default="hf",
+                       help="local: what runs the weights (docs/engines.md): hf, llama.cpp (--gguf), vllm, or openai "
+                            "(--engine_url; our template, the server's weights)")
+    group.add_argument("--gguf", help="local, --engine llama.cpp: the .gguf of --model_path (tools/export_gguf.py)")
+    group.add_argument("--engine_url", help="local, --engine openai: the server's base URL")
     group.add_argument("--api_base", default="https://api.openai.com/v1",
                        help="openai: base URL; /chat/completions is appended")
     group.add_argument("--model", default=None, help="openai: the model name, e.g. gpt-4o-mini")
@@ -210,8 +218,11 @@ def generator_from_args(args: argparse.Namespace):
             raise GeneratorError("--model_path is required with --backend local")
         if args.batch_size < 1:
             raise GeneratorError(f"--batch_size {args.batch_size} must be >= 1")
+        from utils.inference.engines import EngineChoice
+
+        choice = EngineChoice(args.engine, engine_url=args.engine_url, gguf=args.gguf)
         return LocalGenerator.from_pretrained(
-            args.model_path, args.lora_weights, args.prompt_template, device=args.device,
+            args.model_path, args.lora_weights, args.prompt_template, device=args.device, choice=choice,
             use_template=args.prompt_mode == "template", batch_size=args.batch_size,
         )
     key = os.environ.get(args.api_key_env) or None

@@ -192,7 +192,10 @@ class OpenAIUpstream:
         import httpx
 
         try:
-            response = self.client.request(method, self.url + path, **kwargs)
+            # its own connection: a server that failed the call may close it, and a pooled one would then be reset
+            with httpx.Client(headers=self.client.headers, timeout=self.client.timeout) as client:
+                response = client.request(method, self.url + path, **kwargs)
+                response.read()
         except httpx.TimeoutException as e:
             raise UpstreamError(f"the engine at {self.url} sent nothing for {self.timeout:g} s ({type(e).__name__})",
                                 504) from e
@@ -277,7 +280,7 @@ class OpenAIUpstream:
             with self._lock:
                 self.running -= 1
 
-    def _stream(self, stream: TextStream) -> None:
+    def _stream(self, stream: TextStream, retry: bool = True) -> None:
         import httpx
 
         request = stream.request
@@ -312,6 +315,8 @@ class OpenAIUpstream:
         except httpx.TimeoutException as e:
             raise UpstreamError(f"the engine at {self.url} sent nothing for {self.timeout:g} s", 504) from e
         except httpx.HTTPError as e:
+            if retry and not stream.raw and isinstance(e, (httpx.ReadError, httpx.RemoteProtocolError)):
+                return self._stream(stream, retry=False)  # a kept-alive connection the server had closed: once more
             raise UpstreamError(f"lost the engine at {self.url}: {type(e).__name__}: {e}") from e
         if finish is None:  # no finish_reason: the connection ended mid-answer (a server restarted or killed)
             raise UpstreamError(f"lost the engine at {self.url}: the stream ended before the answer did")
