@@ -97,7 +97,8 @@ def start(name: str, model_dir: Path, work: Path, threads: int | None, gguf: str
         env["OMP_NUM_THREADS"] = str(threads)
     if name in ("ours", "ours_batch", "llama_cpp"):
         cmd = [sys.executable, str(ROOT / "api.py"), "--base_model", str(model_dir), "--port", str(port),
-               "--served_model_name", "bench", "--repetition_penalty", "1.0", "--log_level", "warning"]
+               "--served_model_name", "bench", "--repetition_penalty", "1.0", "--log_level", "warning",
+               "--no_rag"]  # the same prompt as transformers serve gets (a model trained with law_rag turns --rag on)
         if name == "ours_batch":
             cmd += ["--batching", "batch"]
         if name == "llama_cpp":

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_cpu_engines.py                                    # Gemma-3-270M, GGUF f32 and q8_0
     python benchmarks/bench_cpu_engines.py --model_dir models/lawgpt-demo --outtypes q8_0 --threads 1,2,4
-    pip install llama-cpp-python==0.3.36 diskcache   # llama.cpp's part (optional; builds llama.cpp, ~8-30 min)
+    bash scripts/install_llama_cpp.sh   # llama.cpp's part (optional; builds llama.cpp once, ~10-15 min)
 
 The model directory is exported with tools/export_gguf.py (llama.cpp's converter) into --gguf_dir once per
 --outtypes type. One prompt (the law_template prompt of a legal question, the same token ids for both), greedy,
@@ -46,7 +46,7 @@ def llama_cpp_or_reason():
     try:
         import llama_cpp
     except ImportError as e:
-        return None, (f"llama-cpp-python is not installed ({e}): pip install llama-cpp-python==0.3.36 diskcache "
+        return None, (f"llama-cpp-python is not installed ({e}): bash scripts/install_llama_cpp.sh "
                       "(builds llama.cpp from source)")
     return llama_cpp, None
 

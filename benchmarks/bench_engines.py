@@ -60,11 +60,12 @@ def main(model_dir: str = "models/lawgpt-demo", outtypes: str = "f16,q8_0", thre
          output_json: str = "outputs/bench/engines.json") -> dict:
     """Run the comparison; see the module docstring."""
     model = Path(model_dir)
-    types = [t.strip() for t in str(outtypes).replace("(", "").replace(")", "").split(",") if t.strip()]
-    engines = {"hf": Engine.from_pretrained(str(model), rag.RAG_TEMPLATE, device="cpu", dtype="float32")}
+    listed = outtypes if isinstance(outtypes, (list, tuple)) else str(outtypes).split(",")  # fire: "a,b" is a tuple
+    types = [str(t).strip() for t in listed if str(t).strip()]
+    engines = {"hf": Engine.from_pretrained(str(model), prompt_template=rag.RAG_TEMPLATE, device="cpu", dtype="float32")}
     for outtype in types:
         choice = EngineChoice("llama.cpp", gguf=str(gguf_file(model, outtype, Path(gguf_dir))), engine_threads=threads)
-        engines[outtype] = Engine.from_pretrained(str(model), rag.RAG_TEMPLATE, choice=choice)
+        engines[outtype] = Engine.from_pretrained(str(model), prompt_template=rag.RAG_TEMPLATE, choice=choice)
     context = rag.prepare(QUESTION, 3)
     prompt = engines["hf"].prompt(QUESTION, context.input)
     best: dict[str, float] = {}
