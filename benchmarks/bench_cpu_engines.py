@@ -2,7 +2,7 @@
 
     python benchmarks/bench_cpu_engines.py                                    # Gemma-3-270M, GGUF f32 and q8_0
     python benchmarks/bench_cpu_engines.py --model_dir models/lawgpt-demo --outtypes q8_0 --threads 1,2,4
-    bash scripts/install_llama_cpp.sh   # llama.cpp's part (optional; builds llama.cpp once, ~10-15 min)
+    bash scripts/install_llama_cpp.sh   # llama.cpp's part (optional; builds llama.cpp once, ~3-4 min)
 
 The model directory is exported with tools/export_gguf.py (llama.cpp's converter) into --gguf_dir once per
 --outtypes type. One prompt (the law_template prompt of a legal question, the same token ids for both), greedy,

@@ -2,7 +2,7 @@
 # Install the optional llama.cpp engine (requirements-llama-cpp.txt) into the project's venv:
 #   bash scripts/install_llama_cpp.sh
 # llama-cpp-python has no Linux CPU wheel on PyPI, so its source distribution is built here once (cmake and a C++
-# compiler, installed with apt-get when missing and we are root): ~10-15 min on 2 cores. The wheel is kept in
+# compiler, installed with apt-get when missing and we are root): ~3-4 min on 2 cores. The wheel is kept in
 # ~/.cache/lawgpt/wheels/<key>/ (LAWGPT_WHEELS moves it), keyed by the pins and the build flags, so later installs
 # and fresh clones on this machine take seconds. A no-op when nothing changed since the last install.
 # Build flags: a portable AVX2 build (GGML_NATIVE=OFF). A native build (pip's default) enabled AMX/AVX-512 kernels on
@@ -34,7 +34,7 @@ if ! ls "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
       exit 1
     fi
   fi
-  echo "[llama.cpp] building llama-cpp-python $VERSION ($FLAGS; once per machine, ~10-15 min on 2 cores)"
+  echo "[llama.cpp] building llama-cpp-python $VERSION ($FLAGS; once per machine, ~3-4 min on 2 cores)"
   start=$(date +%s)
   mkdir -p "$WHEELS"
   if ! CMAKE_ARGS="$FLAGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" python -m pip wheel -q --no-deps --no-cache-dir \

@@ -16,7 +16,7 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
 fi
 
 # The optional llama.cpp engine (--engine llama.cpp, scripts/serve.sh on CPUs): installed so its tests run, not
-# skip. A first install builds llama.cpp (~10-15 min on 2 cores); later ones take seconds from pip's wheel cache.
+# skip. A first install builds llama.cpp (~3-4 min on 2 cores); later ones take seconds (the wheel is cached).
 # LAWGPT_LLAMA_CPP=0 skips it (its tests then skip and say why).
 if [ "${LAWGPT_LLAMA_CPP:-1}" != 0 ]; then
   bash scripts/install_llama_cpp.sh || echo "[test] warning: llama-cpp-python did not install: its tests will skip" >&2

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from utils.common.errors import ConfigError, LawgptError
-from utils.inference.batching import QueueFullError, Request, _Row, byte_fallback_ids
+from utils.inference.batching import QueueFullError, Request, _live, _Row, byte_fallback_ids
 from utils.inference.row_processing import RowProcessor
 
 MAX_CTX = 8192  # the KV cache llama.cpp allocates up front: Gemma-3's 32k context would cost memory for nothing
@@ -56,6 +56,7 @@ class LlamaCppBackend:
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="lawgpt-llama-cpp", daemon=True)
         self._thread.start()
+        _live.add(self)  # closed at exit like our batcher: a thread still in llama.cpp at teardown aborts the process
 
     @property
     def context_length(self) -> int:
