@@ -16,8 +16,8 @@ cd "$ROOT"
 source scripts/env.sh
 
 FLAGS="${LLAMA_CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF}"
-KEY="$( (cat requirements-llama-cpp.txt; echo "$FLAGS"; python -c 'import sys; print(sys.version_info[:2])') \
-        | sha256sum | cut -c1-16)"
+KEY="$( (grep -v '^\s*#' requirements-llama-cpp.txt; echo "$FLAGS"; python -c 'import sys; print(sys.version_info[:2])') \
+        | sha256sum | cut -c1-16)"  # the pins, flags and Python: a comment edit keeps the wheel
 STAMP="$VIRTUAL_ENV/.llama-cpp.key"
 if [ "$(cat "$STAMP" 2>/dev/null)" = "$KEY" ] && python -c "import llama_cpp" 2>/dev/null; then
   exit 0
