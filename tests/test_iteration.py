@@ -47,7 +47,9 @@ def test_requests_join_a_running_batch_and_answer_as_alone(model, tiny_model_dir
         assert engine.batcher.iterative
         questions = [QUESTIONS[0], QUESTIONS[1] * 4, QUESTIONS[2], "罪"]  # longer and shorter than the running width
         prompts = [engine.prompt(q) for q in questions]
-        alone = [engine.generate([p], LONG)[0] for p in prompts]
+        first = LONG.replace(max_new_tokens=600)  # still running long after the others joined, however fast
+        settings = [first, LONG, LONG, LONG]
+        alone = [engine.generate([p], params)[0] for p, params in zip(prompts, settings)]
         joined_before = engine.batcher.joined
         first_text = {}
 
@@ -57,14 +59,14 @@ def test_requests_join_a_running_batch_and_answer_as_alone(model, tiny_model_dir
                     first_text[i] = time.monotonic()
             return hear
 
-        running = engine.submit(prompts[0], LONG, listener=listener(0))
+        running = engine.submit(prompts[0], first, listener=listener(0))
         while len(first_text) < 1 or engine.batcher.running < 1:  # the first request is being generated
             time.sleep(0.001)
         time.sleep(0.05)
         late = [engine.submit(p, LONG, listener=listener(i)) for i, p in enumerate(prompts[1:], 1)]
         results = [running.wait(60)] + [r.wait(60) for r in late]
         assert [r.text for r in results] == [a.text for a in alone]
-        assert [r.new_tokens for r in results] == [40] * 4
+        assert [r.new_tokens for r in results] == [600, 40, 40, 40]
         assert engine.batcher.joined - joined_before == 3  # they joined the running batch ...
         assert all(first_text[i] < first_text[0] + results[0].seconds for i in (1, 2, 3))  # ... before it ended
     finally:
@@ -77,8 +79,9 @@ def test_a_joined_row_keeps_its_settings_and_seed(tiny_model_dir):
         sampled = GenerationParams(max_new_tokens=30, temperature=0.9, top_k=20, seed=5, no_repeat_ngram_size=2,
                                    ignore_eos=True, stop=())
         want = engine.generate([engine.prompt(QUESTIONS[3])], sampled)[0].text
-        running = engine.submit(engine.prompt(QUESTIONS[4]), LONG.replace(max_new_tokens=60))
-        time.sleep(0.2)
+        running = engine.submit(engine.prompt(QUESTIONS[4]), LONG.replace(max_new_tokens=600))
+        while engine.batcher.running < 1:
+            time.sleep(0.001)
         got = engine.submit(engine.prompt(QUESTIONS[3]), sampled).wait(60).text
         running.wait(60)
         assert got == want and engine.batcher.joined >= 1

@@ -15,3 +15,12 @@ class LawgptError(Exception):
 
 class ConfigError(LawgptError, ValueError):
     """Arguments or settings that are invalid or do not fit together (the message names the flag)."""
+
+
+class ParamError(ConfigError):
+    """A generation parameter of the wrong type or out of range, or one an engine cannot apply; ``field`` names it
+    (the API's error ``param``). Here, not in utils/inference/engine.py, so the engine backends can raise it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from utils.common.errors import ConfigError, LawgptError
+from utils.common.errors import ConfigError, LawgptError, ParamError  # noqa: F401 - ParamError re-exported
 from utils.inference.batching import Batcher, Generation, QueueFullError, Request
 from utils.inference.engines import EngineChoice, backend_factory, check_choice
 from utils.model.chat_template import make_prompter
@@ -53,14 +53,6 @@ SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
 NUMERIC_FIELDS = {"max_new_tokens": int, "min_new_tokens": int, "temperature": float, "top_p": float, "top_k": int,
                   "num_beams": int, "repetition_penalty": float, "no_repeat_ngram_size": int, "seed": int}
 OPTIONAL_FIELDS = {"seed"}
-
-
-class ParamError(ConfigError):
-    """A generation parameter of the wrong type or out of range; ``field`` names it (the API's error ``param``)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
 
 
 def _coerce(name: str, value, kind: type):

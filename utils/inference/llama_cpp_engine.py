@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from utils.common.errors import ConfigError, LawgptError
+from utils.common.errors import ConfigError, LawgptError, ParamError
 from utils.inference.batching import QueueFullError, Request, _live, _Row, byte_fallback_ids
 from utils.inference.row_processing import RowProcessor
 
@@ -94,8 +94,6 @@ class LlamaCppBackend:
             self.running = 1
             try:
                 if request.params.num_beams > 1:
-                    from utils.inference.engine import ParamError
-
                     raise ParamError("num_beams", "beam search runs on --engine hf only")
                 self._generate(request)
             except Exception as e:  # this request alone fails; the next one is served

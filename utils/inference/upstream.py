@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from utils.common.errors import ConfigError, LawgptError
+from utils.common.errors import ConfigError, LawgptError, ParamError
 from utils.inference.batching import Generation, QueueFullError, Request
 from utils.inference.stopping import held_back, without_thinking
 
@@ -219,8 +219,6 @@ class OpenAIUpstream:
             self._waiting += len(requests)
         for request in requests:
             if request.params.num_beams > 1:
-                from utils.inference.engine import ParamError
-
                 request._emit("error", ParamError("num_beams", "beam search runs on --engine hf only"))
                 with self._lock:
                     self._waiting -= 1

@@ -14,7 +14,7 @@ import itertools
 import threading
 import time
 
-from utils.common.errors import ConfigError, LawgptError
+from utils.common.errors import ConfigError, LawgptError, ParamError
 from utils.inference.batching import QueueFullError, Request
 from utils.inference.upstream import TextStream
 
@@ -78,12 +78,8 @@ class VLLMBackend:
     def sampling_params(self, p, stops):
         """vLLM's SamplingParams for our GenerationParams (its repetition penalty also counts the prompt)."""
         if p.num_beams > 1:
-            from utils.inference.engine import ParamError
-
             raise ParamError("num_beams", "beam search runs on --engine hf only")
         if p.no_repeat_ngram_size:
-            from utils.inference.engine import ParamError
-
             raise ParamError("no_repeat_ngram_size", "vLLM has no n-gram ban: set no_repeat_ngram_size to 0 or use "
                                                      "--engine hf or llama.cpp")
         return self.vllm.SamplingParams(
