@@ -349,7 +349,7 @@ from fsdp_cpu import GATE, install_cpu_fsdp_gate
 import gpu_check_worker
 install_cpu_fsdp_gate()
 GATE["open"] = True
-sys.exit(gpu_check_worker.main(sys.argv[1:]))
+gpu_check_worker.run(sys.argv[1:])
 """, encoding="utf-8")
     records = tmp_path / "records.jsonl"
     proc = subprocess.run([*launcher, str(driver), str(records), script, *argv], cwd=ROOT, timeout=600,

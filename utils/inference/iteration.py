@@ -67,9 +67,10 @@ class IterativeRun:
         import torch
 
         with torch.inference_mode():
-            self._join(requests)
+            logits = self._join(requests)
             while self.rows:
-                logits = self._forward(self.ids[:, -1:], self.mask, self.cache)
+                if logits is None:
+                    logits = self._forward(self.ids[:, -1:], self.mask, self.cache)
                 scores = self.processor(None, logits)
                 tokens = scores.argmax(dim=-1)
                 for row, token in zip(self.rows, tokens.tolist()):
@@ -78,8 +79,9 @@ class IterativeRun:
                 self.ids = torch.cat([self.ids, tokens[:, None].to(self.ids.device)], dim=1)
                 self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
                 self._drop_finished()
+                logits = None
                 if len(self.rows) < self.max_rows and (waiting := self.admit(self.max_rows - len(self.rows))):
-                    self._join(waiting, joining=bool(self.rows))
+                    logits = self._join(waiting)
                 self.counters.running = len(self.rows)
 
     def _forward(self, ids, mask, cache):
@@ -93,8 +95,10 @@ class IterativeRun:
 
     # ------------------------------------------------------------ rows joining and leaving
 
-    def _join(self, requests, joining: bool = False) -> None:
-        """Prefill ``requests`` (their cache: the batch's width less one column) and add them to the batch."""
+    def _join(self, requests):
+        """Prefill ``requests`` and add them to the batch. Joining a running batch, their cache gets its width less one
+        column (the last token is fed with the batch's next step) and None is returned; starting a batch, the whole
+        prompt is prefilled and the logits of its next token are returned (one forward less per batch)."""
         import torch
         from transformers import DynamicCache
 
@@ -106,7 +110,7 @@ class IterativeRun:
             except Exception as e:  # e.g. a seed torch refuses: this request alone fails
                 request._emit("error", e)
         if not rows:
-            return
+            return None
         width = max(len(r.request.ids) for r in rows)
         if self.ids is not None and width < self.ids.shape[1]:
             width = self.ids.shape[1]
@@ -117,20 +121,20 @@ class IterativeRun:
         mask = torch.tensor([[0] * (width - len(r.request.ids)) + [1] * len(r.request.ids) for r in rows],
                             device=self.device)
         cache = DynamicCache(config=self.model.config)
-        if width > 1:
-            self._forward(ids[:, :-1], mask[:, :-1], cache)  # the cache now holds width - 1 columns
         for row in rows:
             self.processor.add(row)
         self.rows += rows
-        if self.ids is None:
+        if self.ids is None:  # a new batch: the whole prompt at once
             self.ids, self.mask, self.cache = ids, mask, cache
             self.counters.batches += 1
-            return
+            return self._forward(ids, mask, cache)
+        self._forward(ids[:, :-1], mask[:, :-1], cache)  # width - 1 columns, as the batch's cache holds
         for mine, theirs in zip(self.cache.layers, cache.layers):
             mine.keys = torch.cat([mine.keys, theirs.keys], dim=0)
             mine.values = torch.cat([mine.values, theirs.values], dim=0)
         self.ids, self.mask = torch.cat([self.ids, ids]), torch.cat([self.mask, mask])
-        self.counters.joined += len(rows) if joining else 0
+        self.counters.joined += len(rows)
+        return None
 
     def _drop_finished(self) -> None:
         import torch
