@@ -27,7 +27,6 @@ stages (utils/training/setup.py, utils/training/trainer.py): argument groups, th
 (--resume_from_checkpoint), saving, run_info.json. ``python dpo.py --help`` lists every flag.
 """
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from utils.common.datafiles import (
     files_sha256,
     split_holdout,  # noqa: E402
 )
-from utils.common.entry import run_entry  # noqa: E402
+from utils.common.entry import exit_process, run_entry  # noqa: E402
 from utils.common.errors import ConfigError  # noqa: E402
 from utils.model.chat_template import CHAT, make_prompter, write_chat_template
 from utils.model.loader import read_run_info
@@ -215,4 +214,4 @@ def parse(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_entry("dpo", lambda: main(*parse())))
+    exit_process(run_entry("dpo", lambda: main(*parse())))  # not sys.exit: see exit_process

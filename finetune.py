@@ -31,7 +31,6 @@ cache under ``--dataset_cache_dir``, keyed on the files' contents, the tokenizer
 memory-mapped by every rank.
 """
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from utils.common.datafiles import (
     expand_paths,
     file_digests,  # noqa: E402
 )
-from utils.common.entry import run_entry  # noqa: E402
+from utils.common.entry import exit_process, run_entry  # noqa: E402
 from utils.common.errors import ConfigError  # noqa: E402
 from utils.model.chat_template import CHAT, make_prompter, write_chat_template
 from utils.model.prompter import Prompter
@@ -123,4 +122,4 @@ def parse(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_entry("finetune", lambda: main(*parse())))
+    exit_process(run_entry("finetune", lambda: main(*parse())))  # not sys.exit: see exit_process

@@ -28,12 +28,11 @@ and memory-mapped by every rank. ``--streaming`` (utils/training/streamed_blocks
 corpus larger than the disk — with a shuffle buffer and a shard per rank; it needs ``--max_steps``.
 """
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from utils.common.datafiles import DataError, expand_paths, file_digests
-from utils.common.entry import run_entry  # noqa: E402
+from utils.common.entry import exit_process, run_entry  # noqa: E402
 from utils.common.errors import ConfigError  # noqa: E402
 from utils.training.setup import (
     log,
@@ -146,4 +145,4 @@ def parse(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_entry("train_clm", lambda: main(*parse())))
+    exit_process(run_entry("train_clm", lambda: main(*parse())))  # not sys.exit: see exit_process

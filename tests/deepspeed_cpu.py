@@ -42,4 +42,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from utils.common.entry import exit_process
+
+    exit_process(main(sys.argv[1:]))  # a torchrun rank: no interpreter teardown (see exit_process)

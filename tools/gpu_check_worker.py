@@ -278,14 +278,11 @@ def main(argv: list[str]) -> int:
 
 
 def run(argv: list[str]):
-    """:func:`main`, then exit without the interpreter's teardown. Under torchrun, threads that torch leaves behind
-    (gloo, FSDP) can abort a rank at teardown after its work is done and recorded ("terminate called without an
-    active exception", SIGABRT): 1 FSDP run in ~10 CI runs on 2026-12-07, with the process group already ended.
-    Records are written and closed per line, so nothing is lost."""
-    code = main(argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    """:func:`main`, then utils/common/entry.exit_process: under torchrun the rank leaves without the interpreter's
+    teardown, where threads torch leaves behind can abort it after its work is recorded (records are closed per line)."""
+    from utils.common.entry import exit_process
+
+    exit_process(main(argv))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,23 @@ def run_entry(name: str, main: Callable[[], object], interrupted: str = "", erro
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
+def exit_process(status: int):
+    """``sys.exit(status)``, except in a process of a distributed run (torchrun's ``LOCAL_RANK`` set, torch.distributed
+    initialised): there the process group is ended and the process leaves with ``os._exit``, skipping the
+    interpreter's teardown. At teardown, threads that torch leaves behind (gloo, FSDP) aborted a rank after its work
+    was done and saved ("terminate called without an active exception", SIGABRT, exit -6): fresh-clone CI runs of
+    2026-12-06 and 2026-12-07 failed so in test_fsdp, test_dpo and the gpu_check worker, with the group already ended.
+    Everything a script writes is closed before it returns, so nothing is lost; stdout and stderr are flushed."""
+    distributed = sys.modules.get("torch.distributed")
+    if "LOCAL_RANK" in os.environ and distributed is not None and distributed.is_available() \
+            and distributed.is_initialized():
+        distributed.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 def quote_string_flags(fn: Callable, argv: list[str]) -> list[str]:
     """``argv`` with the values of ``fn``'s text flags quoted, so fire keeps them as typed: fire reads every value
     as a Python literal, which makes ``--api_key 12345`` the number 12345 and ``--served_model_name 2024`` a year.
