@@ -108,7 +108,8 @@ def test_llama_cpp_on_an_f32_gguf_answers_as_hf(hf, tiny_plain_model_dir, tmp_pa
 
 
 class Stub:
-    """An HTTP server on a free port whose /v1/completions does ``behaviour``: "slow", "refuse", "die" or "busy"."""
+    """An HTTP server on a free port whose /v1/completions does ``behaviour``: "slow", "refuse", "die" or "busy";
+    "locked": its /v1/models wants the key "right"."""
 
     def __init__(self, behaviour: str):
         outer = self
@@ -126,6 +127,8 @@ class Stub:
                 self.wfile.write(data)
 
             def do_GET(self):
+                if behaviour == "locked" and self.headers.get("Authorization") != "Bearer right":
+                    return self._json(401, {"error": {"message": "Incorrect API key provided."}})
                 self._json(200, {"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "stub"}]})
 
             def do_POST(self):
@@ -178,6 +181,19 @@ def test_a_failing_upstream_is_a_clear_error_with_its_status(tiny_plain_model_di
     finally:
         server.stop()
         engine.close()
+        stub.stop()
+
+
+def test_an_upstream_that_refuses_our_key_fails_at_start(tiny_plain_model_dir):
+    stub = Stub("locked")
+    try:
+        with pytest.raises(ConfigError, match="refused our key .401.: pass its key with --engine_api_key"):
+            Engine.from_pretrained(str(tiny_plain_model_dir), choice=EngineChoice("openai", engine_url=stub.url))
+        engine = Engine.from_pretrained(str(tiny_plain_model_dir), choice=EngineChoice(
+            "openai", engine_url=stub.url, engine_api_key="right"))
+        assert engine.batcher.model == "stub" and engine.batcher.server == "generic"
+        engine.close()
+    finally:
         stub.stop()
 
 

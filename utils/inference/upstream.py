@@ -41,9 +41,14 @@ class UpstreamError(LawgptError, RuntimeError):
     """The upstream server failed a request: ``status`` is the HTTP status our API answers with (502 unreachable or
     failed, 504 silent for too long, the upstream's own 4xx for a request it refused)."""
 
-    def __init__(self, message: str, status: int = 502, answered: bool = False):
+    def __init__(self, message: str, status: int = 502, upstream_status: int | None = None):
         super().__init__(message)
-        self.status, self.answered = status, answered  # answered: the server was reached and sent an error status
+        self.status, self.upstream_status = status, upstream_status  # the server's own status, when it answered
+
+    @property
+    def answered(self) -> bool:
+        """The server was reached and sent an error status."""
+        return self.upstream_status is not None
 
 
 def _vllm_fields(p) -> dict:
@@ -142,8 +147,7 @@ class OpenAIUpstream:
         self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S),
                                    limits=httpx.Limits(max_connections=max_concurrency + 2))
         self.model, owner = self._probe(model)
-        self.server = OWNERS.get(owner, "transformers" if owner == "transformers" else "generic") \
-            if server == "auto" else server
+        self.server = OWNERS.get(owner, "generic") if server == "auto" else server
         self.max_concurrency, self.max_queue = max_concurrency, max_queue
         self.pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="lawgpt-upstream")
         self._lock = threading.Lock()
@@ -170,6 +174,9 @@ class OpenAIUpstream:
         try:
             response = self._call("GET", "/models")
         except UpstreamError as e:
+            if e.upstream_status in (401, 403):
+                raise ConfigError(f"the engine at {self.url} refused our key ({e.upstream_status}): pass its key with "
+                                  "--engine_api_key or LAWGPT_ENGINE_API_KEY") from e
             if not e.answered:
                 raise
             print(f"[engine] warning: {e}; going on with --engine_model {model!r}", file=sys.stderr, flush=True)
@@ -334,4 +341,5 @@ def _status_error(response, where: str) -> UpstreamError:
         error = response.text
     message = error.get("message", error) if isinstance(error, dict) else error
     status = {400: 400, 413: 400, 422: 400, 429: 503, 503: 503}.get(response.status_code, 502)
-    return UpstreamError(f"the engine at {where} answered {response.status_code}: {str(message)[:300]}", status, True)
+    return UpstreamError(f"the engine at {where} answered {response.status_code}: {str(message)[:300]}", status,
+                         response.status_code)
