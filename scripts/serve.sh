@@ -47,12 +47,21 @@ case "$ENGINE" in
     fi
     echo "[serve] llama.cpp's server on the CPU ($THREADS threads): $GGUF on $URL"
     python -m llama_cpp.server --model "$GGUF" --model_alias lawgpt --host 127.0.0.1 --port "$ENGINE_PORT" \
-        --n_ctx 8192 --n_threads "$THREADS" &
+        --n_ctx 8192 --n_threads "$THREADS" --verbose False &
     ;;
   *) echo "[serve] error: ENGINE=$ENGINE: choose auto, vllm or llama.cpp" >&2; exit 1 ;;
 esac
 ENGINE_PID=$!
-trap 'kill $ENGINE_PID 2>/dev/null || true; wait $ENGINE_PID 2>/dev/null || true' EXIT
+FRONT_PID=
+# Whichever way the script ends (Ctrl-C, kill, the front end exiting), both processes go with it.
+stop_all() {
+  trap - EXIT INT TERM
+  kill $FRONT_PID $ENGINE_PID 2>/dev/null || true
+  wait $FRONT_PID $ENGINE_PID 2>/dev/null || true
+}
+trap stop_all EXIT
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
 
 deadline=$(( $(date +%s) + WAIT_S ))
 until python -c "import httpx, sys; sys.exit(httpx.get('$URL/models', timeout=2).status_code != 200)" 2>/dev/null; do
@@ -62,4 +71,6 @@ until python -c "import httpx, sys; sys.exit(httpx.get('$URL/models', timeout=2)
 done
 echo "[serve] $ENGINE is up; starting the $FRONT in front of it"
 python "$FRONT.py" --base_model "$MODEL" --engine openai --engine_url "$URL" --engine_model lawgpt \
-    --engine_server "$ENGINE" "$@"
+    --engine_server "$ENGINE" "$@" &
+FRONT_PID=$!
+wait $FRONT_PID

@@ -284,7 +284,7 @@ def test_vllm_backend_maps_our_settings_and_streams_through_our_stops(tiny_plain
 
 def test_serve_script_puts_our_api_in_front_of_llama_cpps_server(tiny_plain_model_dir, tmp_path):
     """scripts/serve.sh on a CPU: the model exported to GGUF once, llama.cpp's server on a loopback port, api.py in
-    front with --engine openai; the answer is the hf engine's (f32, greedy); stopping the script stops the engine."""
+    front with --engine openai; the answer is the hf engine's (f32, greedy); `kill` of the script stops both."""
     pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not installed: "
                                                        "bash scripts/install_llama_cpp.sh")
     import os
@@ -323,11 +323,17 @@ def test_serve_script_puts_our_api_in_front_of_llama_cpps_server(tiny_plain_mode
         assert reply.choices[0].message.content == want[0].text
         assert (model.parent / "model.f32.gguf").is_file()
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(60)
-        log.close()
-    with pytest.raises(httpx.HTTPError):  # the engine went with the script
-        httpx.get(f"http://127.0.0.1:{engine_port}/v1/models", timeout=2)
+        process.terminate()  # `kill PID` of the script alone: the API and the engine must go with it
+        try:
+            process.wait(60)
+        finally:
+            if process.poll() is None:  # only when the test already failed: clean up
+                os.killpg(process.pid, signal.SIGKILL)
+            log.close()
+    time.sleep(1)
+    for port in (api_port, engine_port):  # neither the engine nor the API in front of it outlives the script
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
 
 
 def test_the_data_tools_local_back_end_takes_the_engine(tiny_plain_model_dir, transformers_serve_url):

@@ -15,6 +15,7 @@ length, end-of-turn ids) from ``--base_model``, the merged model directory; adap
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from utils.common.errors import ConfigError
 
@@ -41,7 +42,7 @@ HELP = {
     "engine": "what runs the weights: hf (transformers here, default), openai (an OpenAI-compatible server at "
               "--engine_url: vLLM, SGLang, llama.cpp's server, Ollama, transformers serve), llama.cpp (llama-cpp-python "
               "here on --gguf; bash scripts/install_llama_cpp.sh) or vllm (vLLM here, NVIDIA GPUs)",
-    "engine_url": "--engine openai: the server's base URL, e.g. http://127.0.0.1:8000/v1",
+    "engine_url": "--engine openai: the server's base URL, e.g. http://127.0.0.1:8001/v1",
     "engine_model": "--engine openai: the model name the server serves (default: its only one)",
     "engine_api_key": "--engine openai: the server's API key, if it wants one (or set LAWGPT_ENGINE_API_KEY)",
     "engine_server": "--engine openai: the server kind, for the settings OpenAI's schema lacks (repetition penalty, "
@@ -62,9 +63,11 @@ def check_choice(choice: EngineChoice, lora_weights: str | None) -> None:
         raise ConfigError(f"--engine {choice.engine} serves merged weights: merge the adapter first "
                           f"(python merge_lora.py --lora_model {lora_weights} --output_dir …) and pass that --base_model")
     if choice.engine == "openai" and not choice.engine_url:
-        raise ConfigError("--engine openai needs --engine_url, e.g. http://127.0.0.1:8000/v1")
+        raise ConfigError("--engine openai needs --engine_url, e.g. http://127.0.0.1:8001/v1 (scripts/serve.sh's engine)")
     if choice.engine == "llama.cpp" and not choice.gguf:
         raise ConfigError("--engine llama.cpp needs --gguf FILE (tools/export_gguf.py writes one)")
+    if choice.engine == "llama.cpp" and not Path(choice.gguf).is_file():  # before retrieval and the tokenizer load
+        raise ConfigError(f"--gguf {choice.gguf}: no such file (write one with tools/export_gguf.py)")
     misplaced = {"openai": ("engine_url", "engine_model", "engine_api_key"), "llama.cpp": ("gguf", "engine_threads",
                                                                                            "engine_ctx")}
     for engine, names in misplaced.items():
