@@ -161,7 +161,8 @@ class Engine:
         system = system_prompt if system_prompt is not None else loaded.info.get("system_prompt")
         self.prompter = make_prompter(prompt_template or loaded.prompt_template or DEFAULT_TEMPLATE, self.tokenizer,
                                       system, where=str(loaded.lora_weights or loaded.base_model))
-        self.max_batch_size, self.max_queue = max_batch_size, max_queue
+        # read once: context length and end-of-turn ids of a model whose weights run elsewhere (config.json)
+        self._limits = model_limits(loaded.base_model) if self.model is None else None
         self.eos_ids = self._eos_ids()
         if backend is None:
             if self.model is None:
@@ -225,7 +226,7 @@ class Engine:
         if hasattr(self.batcher, "context_length"):
             return self.batcher.context_length
         if self.model is None:
-            return model_limits(self.loaded.base_model)[0]
+            return self._limits[0]
         config = self.model.config
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         return getattr(text_config, "max_position_embeddings", None)
@@ -277,7 +278,7 @@ class Engine:
     def _eos_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id, *self.prompter.stop_token_ids}  # + a chat template's end-of-turn token
         if self.model is None:  # e.g. Gemma also ends a turn with <end_of_turn>
-            ids.update(model_limits(self.loaded.base_model)[1])
+            ids.update(self._limits[1])
         else:
             configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
             if configured is not None:

@@ -211,7 +211,7 @@ def open_engine(model: ModelOptions, retrieval: RetrievalOptions, name: str, rag
     from utils.inference.engine import Engine
     from utils.inference.engines import check_choice
 
-    check_choice(model.backend, model.lora_weights)
+    check_choice(model.backend, model.lora_weights)  # before retrieval loads (Engine.from_pretrained checks it again)
     rag = load_retrieval(resolve_retrieval(model, retrieval, name))
     template = model.prompt_template
     if rag is not None and rag_template and template is None:

@@ -111,8 +111,6 @@ class LlamaCppBackend:
         return torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy())[None, :]
 
     def _generate(self, request: Request) -> None:
-        import torch
-
         started = time.perf_counter()
         row = _Row(request, self.engine.tokenizer, set(self.engine.eos_ids), started, self.byte_ids)
         if request.cancelled.is_set():
@@ -120,13 +118,11 @@ class LlamaCppBackend:
         processor = RowProcessor([row], self.engine.eos_ids)
         self.llm.reset()
         self.llm.eval(request.ids)
-        ids = torch.tensor([request.ids])
         while not row.done:
-            scores = processor(ids, self.last_logits())
+            scores = processor(None, self.last_logits())  # it reads the row's own tokens
             token = int(scores[0, : len(self.engine.tokenizer)].argmax())  # rows past the tokenizer: padding
-            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
             row.add(token)
             if not row.done:
-                if ids.shape[1] >= self.context_length:
+                if len(request.ids) + len(row.new) >= self.context_length:
                     return row.finish("length", len(row.new))
                 self.llm.eval([token])
